@@ -1,0 +1,186 @@
+"""Holds and unit status: the only code that changes ``Unit.status``.
+
+Each service locks the units it changes, writes the hold and the unit history (with the
+hold number and reason as the change reason, and the acting user), and publishes its event
+on commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+from simple_history.utils import bulk_update_with_history
+
+from genealogy.choices import UnitStatus
+from genealogy.models import Unit
+from qms import events
+from qms.exceptions import InvalidInput, NotFound, Refused
+
+from .choices import HoldSource, HoldStatus
+from .events import HoldPlaced, HoldReleased
+from .models import Hold, HoldUnit
+
+Actor = AbstractBaseUser
+
+#: Largest set of units one hold may cover (a recall of a whole lot is a campaign).
+MAX_UNITS_PER_HOLD = 200_000
+
+
+def _next_number(at: datetime) -> str:
+    """``H-<year>-<000001>``, counting per year."""
+    prefix = f"H-{at:%Y}-"
+    last = (
+        Hold.objects.select_for_update()
+        .filter(number__startswith=prefix)
+        .order_by("-number")
+        .values_list("number", flat=True)
+        .first()
+    )
+    seq = int(last.removeprefix(prefix)) + 1 if last else 1
+    return f"{prefix}{seq:06d}"
+
+
+def _status_reason(hold: Hold) -> str:
+    return f"hold {hold.number} ({hold.get_source_display()}): {hold.reason}"[:300]
+
+
+@transaction.atomic
+def hold_place(
+    *,
+    units: Sequence[Unit],
+    reason: str,
+    source: str,
+    actor: Actor,
+    source_reference: str = "",
+    at: datetime | None = None,
+) -> Hold:
+    """Put ``units`` on hold. Each unit's status becomes on hold and remembers the status
+    it returns to on release. Scrapped and shipped units can be held too (a shipped pack in
+    a recall scope), so the hold is on record against them."""
+    if not reason or not reason.strip():
+        raise InvalidInput("A hold needs a reason.", field="reason")
+    if source not in HoldSource.values:
+        raise InvalidInput(f"Unknown hold source {source!r}.", field="source")
+    unit_ids = sorted({u.pk for u in units})
+    if not unit_ids:
+        raise InvalidInput("A hold needs at least one unit.", field="units")
+    if len(unit_ids) > MAX_UNITS_PER_HOLD:
+        raise InvalidInput(f"At most {MAX_UNITS_PER_HOLD} units per hold.", field="units")
+    when = at or timezone.now()
+    locked = list(Unit.objects.select_for_update().filter(pk__in=unit_ids).order_by("pk"))
+    if len(locked) != len(unit_ids):
+        raise NotFound("Some units do not exist.", field="units")
+    # Units already on hold keep the status they return to when their last hold ends.
+    carried = dict(
+        HoldUnit.objects.filter(unit_id__in=unit_ids, hold__status=HoldStatus.OPEN)
+        .order_by("hold__placed_at")
+        .values_list("unit_id", "previous_status")
+    )
+    hold = Hold(
+        number=_next_number(when),
+        reason=reason.strip(),
+        source=source,
+        source_reference=source_reference,
+        placed_by=actor,
+        placed_at=when,
+    )
+    hold._history_user = actor
+    hold._change_reason = "placed"
+    hold.save()
+    HoldUnit.objects.bulk_create(
+        [HoldUnit(hold=hold, unit=u, previous_status=carried.get(u.pk, u.status)) for u in locked],
+        batch_size=2000,
+    )
+    for u in locked:
+        u.status = UnitStatus.ON_HOLD
+        u.status_reason = _status_reason(hold)
+    bulk_update_with_history(
+        locked,
+        Unit,
+        ["status", "status_reason"],
+        batch_size=1000,
+        default_user=actor,
+        default_change_reason=f"{hold.number} placed: {hold.reason}"[:100],
+    )
+    events.publish(HoldPlaced(hold_id=hold.pk, unit_ids=tuple(unit_ids), source=source))
+    return hold
+
+
+@transaction.atomic
+def hold_release(*, hold: Hold, actor: Actor, reason: str, at: datetime | None = None) -> Hold:
+    """Release ``hold``. Each unit returns to the status it had before, unless another
+    open hold still covers it (then it stays on hold with that hold's reason)."""
+    if not reason or not reason.strip():
+        raise InvalidInput(
+            "A release needs a reason (disposition, evidence).", field="release_reason"
+        )
+    hold = Hold.objects.select_for_update().get(pk=hold.pk)
+    if hold.status != HoldStatus.OPEN:
+        raise Refused(
+            f"{hold.number} was released already at {hold.released_at:%Y-%m-%d %H:%M}.",
+            field="hold",
+            code="already_released",
+        )
+    when = at or timezone.now()
+    entries = {hu.unit_id: hu for hu in hold.hold_units.all()}
+    locked = list(Unit.objects.select_for_update().filter(pk__in=entries).order_by("pk"))
+    others: dict[int, Hold] = {}
+    for hu in (
+        HoldUnit.objects.filter(unit_id__in=entries, hold__status=HoldStatus.OPEN)
+        .exclude(hold=hold)
+        .select_related("hold")
+        .order_by("hold__placed_at")
+    ):
+        others.setdefault(hu.unit_id, hu.hold)
+    for u in locked:
+        other = others.get(u.pk)
+        if other is not None:
+            u.status_reason = _status_reason(other)
+        else:
+            u.status = entries[u.pk].previous_status
+            u.status_reason = f"released from {hold.number}: {reason.strip()}"[:300]
+    hold.status = HoldStatus.RELEASED
+    hold.released_by = actor
+    hold.released_at = when
+    hold.release_reason = reason.strip()
+    hold._history_user = actor
+    hold._change_reason = "released"
+    hold.save()
+    bulk_update_with_history(
+        locked,
+        Unit,
+        ["status", "status_reason"],
+        batch_size=1000,
+        default_user=actor,
+        default_change_reason=f"{hold.number} released: {reason.strip()}"[:100],
+    )
+    events.publish(HoldReleased(hold_id=hold.pk, unit_ids=tuple(sorted(entries))))
+    return hold
+
+
+@transaction.atomic
+def unit_status_set(*, unit: Unit, status: str, actor: Actor, reason: str) -> Unit:
+    """Scrap, release or ship a unit (not for holds: use :func:`hold_place`)."""
+    if status not in (UnitStatus.RELEASED, UnitStatus.SCRAPPED, UnitStatus.SHIPPED):
+        raise InvalidInput(f"Status {status!r} is set by holds, not directly.", field="status")
+    if not reason.strip():
+        raise InvalidInput("A status change needs a reason.", field="reason")
+    unit = Unit.objects.select_for_update().get(pk=unit.pk)
+    if unit.status == UnitStatus.ON_HOLD:
+        raise Refused(
+            f"{unit} is on hold ({unit.status_reason}); release the hold first.",
+            field="status",
+            code="unit_on_hold",
+        )
+    if unit.status == UnitStatus.SCRAPPED:
+        raise Refused(f"{unit} is scrapped.", field="status", code="unit_scrapped")
+    unit.status = status
+    unit.status_reason = reason.strip()[:300]
+    unit._history_user = actor
+    unit._change_reason = reason.strip()[:100]
+    unit.save(update_fields=["status", "status_reason"])
+    return unit

@@ -1,0 +1,1 @@
+"""Models of the formation app (added by the issues that build it)."""

@@ -1,0 +1,3 @@
+"""API routes for trace and recall scope."""
+
+urlpatterns: list = []

@@ -1,0 +1,20 @@
+"""Domain events published by genealogy (delivered after commit, see ``qms.events``)."""
+
+from qms.events import event
+
+
+@event
+class MeasurementsRecorded:
+    """New measurements were stored. SPC evaluates the characteristics named here."""
+
+    characteristic_ids: tuple[int, ...]
+    first_measurement_id: int
+    last_measurement_id: int
+    out_of_spec_unit_ids: tuple[int, ...] = ()
+
+
+@event
+class UnitsLinked:
+    """Units were consumed into or assembled into others."""
+
+    link_ids: tuple[int, ...]

@@ -1,0 +1,556 @@
+"""Every write to the digital thread.
+
+Each service runs in one transaction, checks its rules before writing, records the acting
+user (a person or an integration's user) and a reason in history, and publishes its domain
+event on commit. A refusal raises a :mod:`qms.exceptions` error and writes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from simple_history.utils import bulk_create_with_history
+
+from qms import events
+from qms.exceptions import InvalidInput, NotFound, Refused
+from qms.models import Characteristic, Equipment, Line, Station
+
+from . import queries
+from .choices import BLOCKED_STATUSES, METRED_KINDS, LinkKind, UnitKind, VisitResult
+from .events import MeasurementsRecorded, UnitsLinked
+from .models import Link, Measurement, StationVisit, Unit
+from .serials import parse_serial
+
+Actor = AbstractBaseUser
+
+#: Kinds a part may be assembled into: cell -> module -> pack -> vehicle. A cell may also go
+#: straight into a pack (cell-to-pack designs).
+ASSEMBLY_RULES: dict[str, frozenset[str]] = {
+    UnitKind.CELL: frozenset({UnitKind.MODULE, UnitKind.PACK}),
+    UnitKind.MODULE: frozenset({UnitKind.PACK}),
+    UnitKind.PACK: frozenset({UnitKind.VEHICLE}),
+}
+
+#: Kinds that may be consumed, and by which kinds.
+CONSUMPTION_RULES: dict[str, frozenset[str]] = {
+    UnitKind.MATERIAL_LOT: frozenset(
+        {UnitKind.MIX_BATCH, UnitKind.COIL, UnitKind.CELL, UnitKind.MODULE, UnitKind.PACK}
+    ),
+    UnitKind.MIX_BATCH: frozenset({UnitKind.COIL}),
+    UnitKind.COIL: frozenset({UnitKind.CELL}),
+    UnitKind.SLIT_COIL: frozenset({UnitKind.CELL}),
+}
+
+
+def _stamp(obj, actor: Actor | None, reason: str) -> None:
+    """Tell simple-history who made this change and why."""
+    obj._history_user = actor
+    obj._change_reason = reason
+
+
+def _check_not_blocked(unit: Unit, *, field: str) -> None:
+    """The interlock: a unit on hold or scrapped may not be used."""
+    if unit.status not in BLOCKED_STATUSES:
+        return
+    why = unit.status_reason or "no reason recorded"
+    raise Refused(
+        f"{unit} is {unit.get_status_display().lower()}: {why}",
+        field=field,
+        code=f"unit_{unit.status}",
+    )
+
+
+def unit_get(*, serial: str, kind: str | None = None, field: str = "serial") -> Unit:
+    """The unit with ``serial`` (GS1 strings accepted), or :class:`NotFound` naming it."""
+    unit = queries.unit_find(serial, kind=kind)
+    if unit is None:
+        what = f"{UnitKind(kind).label.lower()} " if kind else "unit "
+        raise NotFound(f"No {what}with serial {serial!r}.", field=field)
+    return unit
+
+
+@transaction.atomic
+def unit_create(
+    *,
+    kind: str,
+    serial: str,
+    actor: Actor | None,
+    line: Line | None = None,
+    produced_at: datetime | None = None,
+    length_m: float | None = None,
+    material: str = "",
+    supplier: str = "",
+    reason: str = "created",
+) -> Unit:
+    """Create one unit from a scanned or typed serial (GS1 parsed and validated)."""
+    if kind not in UnitKind.values:
+        raise InvalidInput(f"Unknown unit kind {kind!r}.", field="kind")
+    parsed = parse_serial(serial, line=line)
+    if kind in METRED_KINDS and (length_m is None or not length_m > 0):
+        raise InvalidInput("A coil needs a positive length in metres.", field="length_m")
+    if Unit.objects.filter(kind=kind, serial=parsed.serial).exists():
+        raise Refused(
+            f"A {kind} with serial {parsed.serial!r} exists already.",
+            field="serial",
+            code="duplicate",
+        )
+    unit = Unit(
+        kind=kind,
+        serial=parsed.serial,
+        gtin=parsed.gtin,
+        batch_lot=parsed.batch_lot,
+        line=line,
+        produced_at=produced_at or timezone.now(),
+        length_m=length_m,
+        material=material,
+        supplier=supplier,
+    )
+    _stamp(unit, actor, reason)
+    unit.save()
+    return unit
+
+
+@transaction.atomic
+def units_create_bulk(
+    *,
+    kind: str,
+    serials: Sequence[str],
+    actor: Actor | None,
+    line: Line | None = None,
+    produced_at: datetime | None = None,
+    reason: str = "created in bulk",
+) -> list[Unit]:
+    """Create many units of one kind in one transaction (history rows included)."""
+    if kind not in UnitKind.values:
+        raise InvalidInput(f"Unknown unit kind {kind!r}.", field="kind")
+    if kind in METRED_KINDS:
+        raise InvalidInput("Coils are created one by one with their length.", field="kind")
+    when = produced_at or timezone.now()
+    units = []
+    seen: set[str] = set()
+    for i, raw in enumerate(serials):
+        parsed = parse_serial(raw, line=line, field=f"serials[{i}]")
+        if parsed.serial in seen:
+            raise InvalidInput(f"Serial {parsed.serial!r} appears twice.", field=f"serials[{i}]")
+        seen.add(parsed.serial)
+        units.append(
+            Unit(
+                kind=kind,
+                serial=parsed.serial,
+                gtin=parsed.gtin,
+                batch_lot=parsed.batch_lot,
+                line=line,
+                produced_at=when,
+            )
+        )
+    existing = set(Unit.objects.filter(kind=kind, serial__in=seen).values_list("serial", flat=True))
+    if existing:
+        first = sorted(existing)[0]
+        raise Refused(
+            f"{len(existing)} serial(s) exist already, e.g. {first!r}.",
+            field="serials",
+            code="duplicate",
+        )
+    return bulk_create_with_history(
+        units, Unit, batch_size=1000, default_user=actor, default_change_reason=reason
+    )
+
+
+def _link_save(link: Link, actor: Actor | None, reason: str) -> Link:
+    _stamp(link, actor, reason)
+    try:
+        with transaction.atomic():
+            link.save()
+    except IntegrityError as exc:  # a concurrent writer took the slot or the part
+        raise Refused(f"Link refused by the database: {exc}", code="conflict") from exc
+    events.publish(UnitsLinked(link_ids=(link.pk,)))
+    return link
+
+
+def _check_no_cycle(source: Unit, target: Unit) -> None:
+    if source.pk == target.pk or queries.is_upstream_of(candidate=target, unit=source):
+        raise Refused(
+            f"Linking {source} into {target} would make a cycle: {target} is already upstream "
+            f"of {source}.",
+            field="target",
+            code="cycle",
+        )
+
+
+@transaction.atomic
+def coil_segment_consume(
+    *,
+    coil: Unit,
+    consumer: Unit,
+    start_m: float,
+    end_m: float,
+    actor: Actor | None,
+    linked_at: datetime | None = None,
+    reason: str = "coil segment consumed",
+) -> Link:
+    """Record that ``consumer`` (a cell) used metres ``[start_m, end_m)`` of ``coil``.
+
+    Refused when the segment lies outside the coil, overlaps a segment already consumed
+    from it, the coil or the consumer is on hold or scrapped, or the link makes a cycle.
+    The coil row is locked so two stations cannot consume the same metres.
+    """
+    coil = Unit.objects.select_for_update().get(pk=coil.pk)
+    if coil.kind not in METRED_KINDS:
+        raise InvalidInput(f"{coil} is not a coil; it has no metres.", field="coil")
+    if consumer.kind not in CONSUMPTION_RULES[coil.kind]:
+        raise InvalidInput(f"A {consumer.kind} cannot consume a coil.", field="consumer")
+    for name, value in (("start_m", start_m), ("end_m", end_m)):
+        if value is None or not math.isfinite(value):
+            raise InvalidInput(f"{name} must be a finite number of metres.", field=name)
+    if not 0 <= start_m < end_m:
+        raise InvalidInput(
+            f"Segment [{start_m:g}, {end_m:g}) m is empty or starts below 0.", field="start_m"
+        )
+    if end_m > coil.length_m:
+        raise Refused(
+            f"Segment [{start_m:g}, {end_m:g}) m lies outside coil {coil.serial} "
+            f"(length {coil.length_m:g} m).",
+            field="end_m",
+            code="segment_outside_coil",
+        )
+    _check_not_blocked(coil, field="coil")
+    _check_not_blocked(consumer, field="consumer")
+    overlap = (
+        Link.objects.filter(
+            source=coil,
+            kind=LinkKind.CONSUMED,
+            removed_at__isnull=True,
+            start_m__lt=end_m,
+            end_m__gt=start_m,
+        )
+        .select_related("target")
+        .first()
+    )
+    if overlap is not None:
+        raise Refused(
+            f"Segment [{start_m:g}, {end_m:g}) m of coil {coil.serial} overlaps "
+            f"[{overlap.start_m:g}, {overlap.end_m:g}) m already consumed by {overlap.target}.",
+            field="start_m",
+            code="segment_overlap",
+        )
+    _check_no_cycle(coil, consumer)
+    link = Link(
+        source=coil,
+        target=consumer,
+        kind=LinkKind.CONSUMED,
+        start_m=start_m,
+        end_m=end_m,
+        linked_at=linked_at or timezone.now(),
+    )
+    return _link_save(link, actor, reason)
+
+
+@transaction.atomic
+def coil_slit(
+    *,
+    mother: Unit,
+    slit_coil: Unit,
+    start_m: float,
+    end_m: float,
+    actor: Actor | None,
+    linked_at: datetime | None = None,
+    reason: str = "slit from mother coil",
+) -> Link:
+    """Record that ``slit_coil`` was cut from metres ``[start_m, end_m)`` of ``mother``.
+
+    Slit lanes run side by side, so lanes of one mother coil share metres; metre 0 of the
+    slit coil is ``start_m`` of the mother coil, which is how a defect found at a mother
+    metre resolves to slit-coil metres and from there to cells.
+    """
+    if mother.kind != UnitKind.COIL or slit_coil.kind != UnitKind.SLIT_COIL:
+        raise InvalidInput("Slitting links a coil to a slit coil.", field="slit_coil")
+    if not (math.isfinite(start_m) and math.isfinite(end_m) and 0 <= start_m < end_m):
+        raise InvalidInput("The slit range must be finite and non-empty.", field="start_m")
+    if end_m > mother.length_m:
+        raise Refused(
+            f"Range [{start_m:g}, {end_m:g}) m lies outside coil {mother.serial} "
+            f"(length {mother.length_m:g} m).",
+            field="end_m",
+            code="segment_outside_coil",
+        )
+    if slit_coil.length_m is not None and slit_coil.length_m > end_m - start_m + 1e-9:
+        raise InvalidInput(
+            f"Slit coil {slit_coil.serial} ({slit_coil.length_m:g} m) is longer than the "
+            f"range it was cut from ({end_m - start_m:g} m).",
+            field="slit_coil",
+        )
+    _check_not_blocked(mother, field="mother")
+    _check_no_cycle(mother, slit_coil)
+    link = Link(
+        source=mother,
+        target=slit_coil,
+        kind=LinkKind.SLIT,
+        start_m=start_m,
+        end_m=end_m,
+        linked_at=linked_at or timezone.now(),
+    )
+    return _link_save(link, actor, reason)
+
+
+@transaction.atomic
+def lot_consume(
+    *,
+    lot: Unit,
+    consumer: Unit,
+    actor: Actor | None,
+    quantity: float | None = None,
+    quantity_unit: str = "",
+    linked_at: datetime | None = None,
+    reason: str = "material consumed",
+) -> Link:
+    """Record that ``consumer`` used material from ``lot`` (a material lot or mix batch)."""
+    allowed = CONSUMPTION_RULES.get(lot.kind)
+    if lot.kind in METRED_KINDS or allowed is None:
+        raise InvalidInput(f"{lot} is not a lot or batch.", field="lot")
+    if consumer.kind not in allowed:
+        raise InvalidInput(f"A {consumer.kind} cannot consume a {lot.kind}.", field="consumer")
+    if quantity is not None and not (math.isfinite(quantity) and quantity > 0):
+        raise InvalidInput("quantity must be a positive finite number.", field="quantity")
+    _check_not_blocked(lot, field="lot")
+    _check_not_blocked(consumer, field="consumer")
+    _check_no_cycle(lot, consumer)
+    link = Link(
+        source=lot,
+        target=consumer,
+        kind=LinkKind.CONSUMED,
+        quantity=quantity,
+        quantity_unit=quantity_unit,
+        linked_at=linked_at or timezone.now(),
+    )
+    return _link_save(link, actor, reason)
+
+
+@transaction.atomic
+def unit_assemble(
+    *,
+    part: Unit,
+    assembly: Unit,
+    actor: Actor | None,
+    slot: str = "",
+    linked_at: datetime | None = None,
+    reason: str = "assembled",
+) -> Link:
+    """Build ``part`` into ``assembly`` at ``slot``: a cell into a module slot, a module into
+    a pack, a pack into a vehicle (VIN).
+
+    Refused (the interlock) when either unit is on hold or scrapped, with the hold's
+    reason; also when the part already sits in an assembly, the slot is taken, the kinds
+    do not fit, or the link would make a cycle.
+    """
+    part, assembly = _lock_pair(part, assembly)
+    allowed = ASSEMBLY_RULES.get(part.kind, frozenset())
+    if assembly.kind not in allowed:
+        raise InvalidInput(
+            f"A {part.kind} cannot be assembled into a {assembly.kind}.", field="assembly"
+        )
+    _check_not_blocked(part, field="part")
+    _check_not_blocked(assembly, field="assembly")
+    current = (
+        Link.objects.filter(source=part, kind=LinkKind.ASSEMBLED, removed_at__isnull=True)
+        .select_related("target")
+        .first()
+    )
+    if current is not None:
+        raise Refused(
+            f"{part} is already assembled into {current.target}.",
+            field="part",
+            code="already_assembled",
+        )
+    if slot:
+        taken = (
+            Link.objects.filter(
+                target=assembly, slot=slot, kind=LinkKind.ASSEMBLED, removed_at__isnull=True
+            )
+            .select_related("source")
+            .first()
+        )
+        if taken is not None:
+            raise Refused(
+                f"Slot {slot} of {assembly} holds {taken.source} already.",
+                field="slot",
+                code="slot_taken",
+            )
+    _check_no_cycle(part, assembly)
+    link = Link(
+        source=part,
+        target=assembly,
+        kind=LinkKind.ASSEMBLED,
+        slot=slot,
+        linked_at=linked_at or timezone.now(),
+    )
+    return _link_save(link, actor, reason)
+
+
+def _lock_pair(a: Unit, b: Unit) -> tuple[Unit, Unit]:
+    """Lock two units in id order (no deadlock between stations) and return fresh rows."""
+    rows = {
+        u.pk: u for u in Unit.objects.select_for_update().filter(pk__in=[a.pk, b.pk]).order_by("pk")
+    }
+    return rows[a.pk], rows[b.pk]
+
+
+@transaction.atomic
+def cell_replace(
+    *,
+    assembly: Unit,
+    removed: Unit,
+    replacement: Unit,
+    actor: Actor | None,
+    reason: str,
+    at: datetime | None = None,
+) -> tuple[Link, Link]:
+    """Rework: take ``removed`` out of ``assembly`` and put ``replacement`` in its slot.
+
+    The old link is closed (``removed_at``), never deleted; the new one takes the same
+    slot. Both are in history with ``reason``.
+    """
+    if not reason.strip():
+        raise InvalidInput("Rework needs a reason.", field="reason")
+    when = at or timezone.now()
+    old = (
+        Link.objects.select_for_update()
+        .filter(source=removed, target=assembly, kind=LinkKind.ASSEMBLED, removed_at__isnull=True)
+        .first()
+    )
+    if old is None:
+        raise Refused(f"{removed} is not in {assembly}.", field="removed", code="not_assembled")
+    old.removed_at = when
+    old.removed_reason = reason[:200]
+    _stamp(old, actor, f"rework: {reason}")
+    old.save(update_fields=["removed_at", "removed_reason"])
+    new = unit_assemble(
+        part=replacement,
+        assembly=assembly,
+        slot=old.slot,
+        actor=actor,
+        linked_at=when,
+        reason=f"rework: {reason}",
+    )
+    return old, new
+
+
+@dataclass(frozen=True)
+class MeasurementInput:
+    """One value to record; ``unit`` and ``characteristic`` are ids or instances."""
+
+    unit_id: int
+    characteristic_id: int
+    value: float
+    measured_at: datetime
+    equipment_id: int | None = None
+    visit_id: int | None = None
+    position_m: float | None = None
+    source_message_id: str = ""
+
+
+@transaction.atomic
+def measurements_record(
+    *, rows: Iterable[MeasurementInput], actor: Actor | None, batch_size: int = 2000
+) -> list[Measurement]:
+    """Record many measurements in one transaction (thousands per call).
+
+    Every value must be finite, its characteristic active and its time not in the future
+    (5 min tolerance); the whole call is refused otherwise, naming the row. ``in_spec`` is
+    evaluated against the characteristic's limits. Publishes ``MeasurementsRecorded``.
+    """
+    rows = list(rows)
+    if not rows:
+        return []
+    chars = Characteristic.objects.in_bulk({r.characteristic_id for r in rows})
+    unit_ids = {r.unit_id for r in rows}
+    known_units = set(Unit.objects.filter(pk__in=unit_ids).values_list("pk", flat=True))
+    horizon = timezone.now() + timedelta(minutes=5)
+    objs = []
+    for i, r in enumerate(rows):
+        char = chars.get(r.characteristic_id)
+        if char is None or not char.is_active:
+            raise NotFound(
+                f"Unknown or inactive characteristic id {r.characteristic_id}.",
+                field=f"rows[{i}].characteristic",
+            )
+        if r.unit_id not in known_units:
+            raise NotFound(f"Unknown unit id {r.unit_id}.", field=f"rows[{i}].unit")
+        if r.value is None or not math.isfinite(r.value):
+            raise InvalidInput(
+                f"Value {r.value!r} is not a finite number.", field=f"rows[{i}].value"
+            )
+        if r.position_m is not None and not math.isfinite(r.position_m):
+            raise InvalidInput("position_m must be finite.", field=f"rows[{i}].position_m")
+        if timezone.is_naive(r.measured_at) or r.measured_at > horizon:
+            raise InvalidInput(
+                "measured_at must be timezone-aware and not in the future.",
+                field=f"rows[{i}].measured_at",
+            )
+        objs.append(
+            Measurement(
+                unit_id=r.unit_id,
+                characteristic_id=char.pk,
+                station_id=char.station_id,
+                equipment_id=r.equipment_id,
+                visit_id=r.visit_id,
+                value=float(r.value),
+                in_spec=char.is_in_spec(r.value),
+                measured_at=r.measured_at,
+                position_m=r.position_m,
+                source_message_id=r.source_message_id,
+                recorded_by=actor if actor is not None and actor.pk else None,
+            )
+        )
+    created = Measurement.objects.bulk_create(objs, batch_size=batch_size)
+    ids = [m.pk for m in created if m.pk is not None]
+    if not ids:  # backends that do not return ids from bulk inserts
+        ids = [0]
+    events.publish(
+        MeasurementsRecorded(
+            characteristic_ids=tuple(sorted(chars)),
+            first_measurement_id=min(ids),
+            last_measurement_id=max(ids),
+            out_of_spec_unit_ids=tuple(sorted({m.unit_id for m in objs if not m.in_spec})),
+        )
+    )
+    return created
+
+
+@transaction.atomic
+def visit_record(
+    *,
+    unit: Unit,
+    station: Station,
+    started_at: datetime,
+    actor: Actor | None,
+    ended_at: datetime | None = None,
+    equipment: Equipment | None = None,
+    result: str = VisitResult.OK,
+    program: str = "",
+    operator: str = "",
+    source_message_id: str = "",
+) -> StationVisit:
+    """Record a unit's pass through a station."""
+    if result not in VisitResult.values:
+        raise InvalidInput(f"Unknown result {result!r}.", field="result")
+    if equipment is not None and equipment.station_id != station.pk:
+        raise InvalidInput(f"{equipment} is not at {station}.", field="equipment")
+    if ended_at is not None and ended_at < started_at:
+        raise InvalidInput("ended_at is before started_at.", field="ended_at")
+    return StationVisit.objects.create(
+        unit=unit,
+        station=station,
+        equipment=equipment,
+        started_at=started_at,
+        ended_at=ended_at,
+        result=result,
+        program=program,
+        operator=operator,
+        source_message_id=source_message_id,
+    )

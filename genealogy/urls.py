@@ -1,0 +1,5 @@
+"""Web pages of the digital thread."""
+
+app_name = "genealogy"
+
+urlpatterns: list = []

@@ -1,0 +1,1 @@
+"""Models of the spc app (added by the issues that build it)."""
