@@ -46,3 +46,27 @@ def is_upstream_of(*, candidate: Unit, unit: Unit) -> bool:
     with connection.cursor() as cur:
         cur.execute(sql, [unit.pk, candidate.pk])
         return cur.fetchone() is not None
+
+
+def upstream_blocked(unit: Unit) -> list[tuple[int, str, str, str, str]]:
+    """Upstream units (over active links) that are on hold or scrapped, nearest first.
+
+    Returns ``(id, kind, serial, status, status_reason)`` rows. A hold on a material lot or a
+    coil segment's coil blocks every cell made from it without listing the cells.
+    """
+    sql = f"""
+        WITH RECURSIVE up(id, depth) AS (
+            SELECT source_id, 1 FROM {LINK} WHERE target_id = %s AND removed_at IS NULL
+            UNION
+            SELECT l.source_id, up.depth + 1 FROM {LINK} l JOIN up ON l.target_id = up.id
+            WHERE l.removed_at IS NULL AND up.depth < 32
+        )
+        SELECT u.id, u.kind, u.serial, u.status, u.status_reason
+        FROM genealogy_unit u JOIN (SELECT id, MIN(depth) AS depth FROM up GROUP BY id) d
+            ON d.id = u.id
+        WHERE u.status IN ('on_hold', 'scrapped')
+        ORDER BY d.depth, u.id
+    """
+    with connection.cursor() as cur:
+        cur.execute(sql, [unit.pk])
+        return [tuple(row) for row in cur.fetchall()]

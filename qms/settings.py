@@ -101,7 +101,7 @@ STORAGES = {
 # Serve straight from the apps' static folders, so no collectstatic step is needed to run.
 WHITENOISE_USE_FINDERS = True
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "genealogy:trace"
+LOGIN_REDIRECT_URL = "compliance:trace"
 LOGOUT_REDIRECT_URL = "login"
 
 # --- REST API -----------------------------------------------------------------------------

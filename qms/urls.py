@@ -19,5 +19,5 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/v1/", include(api_v1)),
-    path("", include("genealogy.urls")),
+    path("", include("compliance.urls")),
 ]

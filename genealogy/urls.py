@@ -1,5 +1,0 @@
-"""Web pages of the digital thread."""
-
-app_name = "genealogy"
-
-urlpatterns: list = []
