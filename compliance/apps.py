@@ -6,5 +6,15 @@ class ComplianceConfig(AppConfig):
     verbose_name = "Compliance"
 
     def ready(self) -> None:
-        # Declare the events this app publishes, so the registry lists them.
-        from . import events  # noqa: F401
+        from genealogy.events import MeasurementsRecorded
+        from qms import events as registry
+
+        from . import events  # noqa: F401  (declares the events this app publishes)
+        from .subscribers import hold_out_of_spec_units
+
+        registry.subscribe(
+            MeasurementsRecorded,
+            hold_out_of_spec_units,
+            app_label="compliance",
+            description="hold every cell, module or pack with an out-of-spec measurement",
+        )

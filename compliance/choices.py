@@ -10,6 +10,7 @@ class HoldSource(models.TextChoices):
     RISK = "risk", "Thermal-risk score"
     SUPPLIER_NOTICE = "supplier_notice", "Supplier notice"
     STATION = "station", "Station request"
+    OUT_OF_SPEC = "out_of_spec", "Out-of-specification measurement"
 
 
 class HoldStatus(models.TextChoices):

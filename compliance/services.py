@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 from simple_history.utils import bulk_update_with_history
 
-from genealogy.choices import UnitStatus
-from genealogy.models import Unit
+from genealogy.choices import UnitKind, UnitStatus
+from genealogy.models import Measurement, Unit
 from qms import events
 from qms.exceptions import InvalidInput, NotFound, Refused
 
@@ -184,3 +185,71 @@ def unit_status_set(*, unit: Unit, status: str, actor: Actor, reason: str) -> Un
     unit._change_reason = reason.strip()[:100]
     unit.save(update_fields=["status", "status_reason"])
     return unit
+
+
+#: Units that an out-of-spec measurement puts on hold at once. A coil's profile value out of
+#: spec concerns a segment, not the whole coil: segments are dispositioned by the
+#: inspection and SPC reactions, so coils and lots are not held here.
+DISCRETE_KINDS = (UnitKind.CELL, UnitKind.MODULE, UnitKind.PACK, UnitKind.VEHICLE)
+
+SYSTEM_USERNAME = "celltrace-rules"
+
+
+def system_actor() -> Actor:
+    """The account that automatic reactions act as (cannot log in), so history names it."""
+    user, created = get_user_model().objects.get_or_create(
+        username=SYSTEM_USERNAME,
+        defaults={"first_name": "Celltrace", "last_name": "rules"},
+    )
+    if created:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    return user
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.6g}"
+
+
+@transaction.atomic
+def out_of_spec_hold(*, measurement_ids: Sequence[int]) -> list[Hold]:
+    """Hold every discrete unit with one of these out-of-spec measurements.
+
+    One hold per characteristic, naming the values and the limits. Safe to run twice: the
+    hold of a characteristic's group of measurements is placed once (``source_reference``).
+    """
+    rows = (
+        Measurement.objects.filter(
+            pk__in=list(measurement_ids), in_spec=False, unit__kind__in=DISCRETE_KINDS
+        )
+        .select_related("characteristic", "unit")
+        .order_by("characteristic_id", "unit_id", "pk")
+    )
+    by_char: dict[int, list[Measurement]] = {}
+    for m in rows:
+        by_char.setdefault(m.characteristic_id, []).append(m)
+    holds = []
+    actor = None
+    for measurements in by_char.values():
+        char = measurements[0].characteristic
+        first = measurements[0].pk
+        reference = f"{char.code} measurement #{first} (+{len(measurements) - 1})"
+        if Hold.objects.filter(source=HoldSource.OUT_OF_SPEC, source_reference=reference).exists():
+            continue
+        worst = [f"{m.unit.serial} {_fmt(m.value)} {char.unit}" for m in measurements[:5]] + (
+            [f"and {len(measurements) - 5} more"] if len(measurements) > 5 else []
+        )
+        limits = f"LSL {_fmt(char.lsl) if char.lsl is not None else '-'}, " + (
+            f"USL {_fmt(char.usl) if char.usl is not None else '-'} {char.unit}"
+        )
+        actor = actor or system_actor()
+        holds.append(
+            hold_place(
+                units=[m.unit for m in measurements],
+                reason=f"{char.name} out of specification ({limits}): {', '.join(worst)}",
+                source=HoldSource.OUT_OF_SPEC,
+                source_reference=reference,
+                actor=actor,
+            )
+        )
+    return holds

@@ -10,7 +10,7 @@ class MeasurementsRecorded:
     characteristic_ids: tuple[int, ...]
     first_measurement_id: int
     last_measurement_id: int
-    out_of_spec_unit_ids: tuple[int, ...] = ()
+    out_of_spec_measurement_ids: tuple[int, ...] = ()
 
 
 @event

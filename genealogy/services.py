@@ -508,15 +508,13 @@ def measurements_record(
             )
         )
     created = Measurement.objects.bulk_create(objs, batch_size=batch_size)
-    ids = [m.pk for m in created if m.pk is not None]
-    if not ids:  # backends that do not return ids from bulk inserts
-        ids = [0]
+    ids = [m.pk for m in created]
     events.publish(
         MeasurementsRecorded(
             characteristic_ids=tuple(sorted(chars)),
             first_measurement_id=min(ids),
             last_measurement_id=max(ids),
-            out_of_spec_unit_ids=tuple(sorted({m.unit_id for m in objs if not m.in_spec})),
+            out_of_spec_measurement_ids=tuple(m.pk for m in created if not m.in_spec),
         )
     )
     return created

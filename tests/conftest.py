@@ -20,3 +20,15 @@ def plant(db):
     from tests.factories import build_plant
 
     return build_plant()
+
+
+@pytest.fixture
+def celery_eager():
+    """Run Celery tasks in-process for this test, even where a real broker is configured
+    (the broker path has its own tests with a real worker)."""
+    from qms.celery import app
+
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = previous

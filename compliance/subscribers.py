@@ -1,0 +1,14 @@
+"""Compliance's reactions to events of lower layers (registered in ``apps.py``).
+
+Each subscriber only enqueues a task; the task does the work and is safe to run twice.
+"""
+
+from genealogy.events import MeasurementsRecorded
+
+
+def hold_out_of_spec_units(evt: MeasurementsRecorded) -> None:
+    if not evt.out_of_spec_measurement_ids:
+        return
+    from .tasks import out_of_spec_hold_task
+
+    out_of_spec_hold_task.delay(measurement_ids=list(evt.out_of_spec_measurement_ids))
