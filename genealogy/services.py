@@ -173,7 +173,8 @@ def _link_save(link: Link, actor: Actor | None, reason: str) -> Link:
     return link
 
 
-def _check_no_cycle(source: Unit, target: Unit) -> None:
+def link_check_acyclic(source: Unit, target: Unit) -> None:
+    """Refuse a link source -> target when target is already upstream of source."""
     if source.pk == target.pk or queries.is_upstream_of(candidate=target, unit=source):
         raise Refused(
             f"Linking {source} into {target} would make a cycle: {target} is already upstream "
@@ -239,7 +240,7 @@ def coil_segment_consume(
             field="start_m",
             code="segment_overlap",
         )
-    _check_no_cycle(coil, consumer)
+    link_check_acyclic(coil, consumer)
     link = Link(
         source=coil,
         target=consumer,
@@ -286,7 +287,7 @@ def coil_slit(
             field="slit_coil",
         )
     _check_not_blocked(mother, field="mother")
-    _check_no_cycle(mother, slit_coil)
+    link_check_acyclic(mother, slit_coil)
     link = Link(
         source=mother,
         target=slit_coil,
@@ -319,7 +320,7 @@ def lot_consume(
         raise InvalidInput("quantity must be a positive finite number.", field="quantity")
     _check_not_blocked(lot, field="lot")
     _check_not_blocked(consumer, field="consumer")
-    _check_no_cycle(lot, consumer)
+    link_check_acyclic(lot, consumer)
     link = Link(
         source=lot,
         target=consumer,
@@ -381,7 +382,7 @@ def unit_assemble(
                 field="slot",
                 code="slot_taken",
             )
-    _check_no_cycle(part, assembly)
+    link_check_acyclic(part, assembly)
     link = Link(
         source=part,
         target=assembly,
