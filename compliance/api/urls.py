@@ -1,7 +1,21 @@
-"""API routes for holds and the station interlock."""
+"""API routes for holds, a unit's holds, and the station interlock.
 
-from rest_framework.routers import DefaultRouter
+Command routes come before the router's so ``holds/place/`` is never read as a number.
+"""
 
-router = DefaultRouter()
+from django.urls import path
+from rest_framework.routers import SimpleRouter
 
-urlpatterns = router.urls
+from . import views
+
+router = SimpleRouter()
+router.register("holds", views.HoldViewSet, basename="hold")
+
+urlpatterns = [
+    path("holds/place/", views.HoldPlaceView.as_view(), name="hold-place"),
+    path("holds/<str:number>/release/", views.HoldReleaseView.as_view(), name="hold-release"),
+    path("holds/<str:number>/units/", views.HoldUnitListView.as_view(), name="hold-units"),
+    path("units/<str:serial>/holds/", views.UnitHoldsView.as_view(), name="unit-holds"),
+    path("interlock/", views.InterlockView.as_view(), name="interlock"),
+    *router.urls,
+]

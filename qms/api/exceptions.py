@@ -1,4 +1,10 @@
-"""Map domain errors to HTTP answers that name the field."""
+"""Map domain errors to HTTP answers that name the field.
+
+A :class:`qms.exceptions.DomainError` becomes ``{"code", "detail", "field"}`` with its HTTP
+status (400 invalid, 404 not found, 409 refused). Everything else (serializer validation,
+authentication, permission) keeps DRF's default shape: validation errors are keyed by the
+field they concern.
+"""
 
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler

@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): each builds its own data and prints JSON with its figures."""
