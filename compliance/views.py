@@ -56,7 +56,6 @@ HOLD_QUERY_CHUNK = 5000
 #: Units of a trace listed per hold.
 HOLD_UNITS_SHOWN = 6
 
-RECALL_SCOPE_API = "/api/v1/recall-scope/"
 
 KIND_ORDER = [str(k) for k in genealogy_queries.KIND_ORDER]
 
@@ -251,7 +250,9 @@ def _sort_key(kind: str, slot: str, serial: str, start_m: float | None):
 def _kind_counts(nodes: Iterable, root_id: int, *, reverse: bool) -> tuple[list[KindCount], int]:
     counts = Counter(n.kind for n in nodes if n.unit_id != root_id)
     order = list(reversed(KIND_ORDER)) if reverse else KIND_ORDER
-    out = [KindCount(k, counts[k], kind_label(k, counts[k]).lower()) for k in order if counts.get(k)]
+    out = [
+        KindCount(k, counts[k], kind_label(k, counts[k]).lower()) for k in order if counts.get(k)
+    ]
     return out, sum(counts.values())
 
 
@@ -354,11 +355,10 @@ def _tree_lines(
     return lines, truncated
 
 
-def _samples(trace: genealogy_queries.Trace, counts: list[KindCount]) -> list[KindSample]:
+def _samples(nodes: list, root_id: int, counts: list[KindCount]) -> list[KindSample]:
     """The first units of each kind (by serial) of a large answer."""
     by_kind: dict[str, list] = defaultdict(list)
-    root_id = trace.root.pk if trace.root else None
-    for n in trace.nodes:
+    for n in nodes:
         if n.unit_id != root_id:
             by_kind[n.kind].append(n)
     out = []
@@ -374,16 +374,31 @@ def _samples(trace: genealogy_queries.Trace, counts: list[KindCount]) -> list[Ki
     return out
 
 
-def _tree_view(trace, details, *, large_as_samples: bool) -> TreeView:
+def _tree_view(trace: genealogy_queries.Trace, details) -> TreeView:
     forward = trace.direction == genealogy_queries.FORWARD
     counts, total = _kind_counts(trace.nodes, trace.root.pk, reverse=forward)
     view = TreeView(direction=trace.direction, counts=counts, total=total)
-    if large_as_samples and total > DOWNSTREAM_TREE_MAX_UNITS:
-        view.samples = _samples(trace, counts)
-        view.truncated = True
-    else:
-        view.lines, view.truncated = _tree_lines(trace, details)
+    view.lines, view.truncated = _tree_lines(trace, details)
     return view
+
+
+def _downstream(unit: Unit, details_for) -> tuple[TreeView, list]:
+    """The downstream view and the units it covers.
+
+    The units come first from the streaming trace (no link rows): a material lot feeding
+    50,000 cells is answered with counts and the first units of each kind, without
+    fetching its 100,000 links. Smaller answers are traced again with their links and
+    drawn as a tree.
+    """
+    nodes = list(genealogy_queries.iter_trace_forward(unit))
+    counts, total = _kind_counts(nodes, unit.pk, reverse=True)
+    if total > DOWNSTREAM_TREE_MAX_UNITS:
+        view = TreeView(direction=genealogy_queries.FORWARD, counts=counts, total=total)
+        view.samples = _samples(nodes, unit.pk, counts)
+        view.truncated = True
+        return view, nodes
+    forward = genealogy_queries.trace_forward(unit)
+    return _tree_view(forward, details_for(forward.nodes)), forward.nodes
 
 
 def _unit_details(ids: Iterable[int]) -> dict[int, tuple[str, str]]:
@@ -391,7 +406,7 @@ def _unit_details(ids: Iterable[int]) -> dict[int, tuple[str, str]]:
 
     A small read of master-like columns for the handful of lot rows in a trace.
     """
-    ids = list(ids)
+    ids = list(ids)[:2000]
     if not ids:
         return {}
     rows = Unit.objects.filter(pk__in=ids).values_list("pk", "material", "supplier")
@@ -492,6 +507,8 @@ def _timeline(root: Unit, backward: genealogy_queries.Trace) -> tuple[list[Timel
         units += [(n.unit_id, n.kind, n.serial) for n in inner[: TIMELINE_MAX_UNITS - 1]]
     rows: list[TimelineRow] = []
     for unit_id, kind, serial in units:
+        # The timeline selector filters by the unit's key; trace rows carry it, so no
+        # instance is loaded for the assemblies.
         unit = root if unit_id == root.pk else Unit(pk=unit_id, kind=kind, serial=serial)
         for entry in genealogy_queries.unit_timeline(unit):
             lines, hidden = _measurement_lines(entry.measurements)
@@ -517,11 +534,11 @@ def _timeline(root: Unit, backward: genealogy_queries.Trace) -> tuple[list[Timel
     return rows, len(units)
 
 
-def _holds(root: Unit, traces: list[genealogy_queries.Trace]) -> tuple[list[HoldRow], int]:
+def _holds(root: Unit, node_lists: list[list]) -> tuple[list[HoldRow], int]:
     """Open holds on the root and on every unit of its trace, with the held units."""
     serial_of: dict[int, tuple[str, str]] = {root.pk: (root.kind, root.serial)}
-    for t in traces:
-        for n in t.nodes:
+    for nodes in node_lists:
+        for n in nodes:
             serial_of.setdefault(n.unit_id, (n.kind, n.serial))
     ids = list(serial_of)
     per_unit: dict[int, list[Hold]] = {}
@@ -576,21 +593,23 @@ def trace_result(serial: str) -> TraceResult:
     if unit is None:
         raise NotFound(f"No unit with serial {serial!r} is known.", field="serial")
     backward = genealogy_queries.trace_backward(unit)
-    forward = genealogy_queries.trace_forward(unit)
-    lot_ids = [n.unit_id for t in (backward, forward) for n in t.nodes if n.kind in LOT_KINDS][
-        :2000
-    ]
-    details = _unit_details(lot_ids)
+    details = _unit_details(n.unit_id for n in backward.nodes if n.kind in LOT_KINDS)
+
+    def details_for(nodes: list) -> dict[int, tuple[str, str]]:
+        ids = [n.unit_id for n in nodes if n.kind in LOT_KINDS and n.unit_id not in details]
+        return {**details, **_unit_details(ids)}
+
+    downstream, downstream_nodes = _downstream(unit, details_for)
     timeline, timeline_units = _timeline(unit, backward)
-    holds, held_units = _holds(unit, [backward, forward])
+    holds, held_units = _holds(unit, [backward.nodes, downstream_nodes])
     station = _interlock_station(unit, timeline)
     interlock = queries.interlock_check(unit=unit, station=station) if station else None
     return TraceResult(
         unit=unit,
         kind_label=kind_label(unit.kind),
         status_label=STATUS_LABELS.get(unit.status, unit.status),
-        upstream=_tree_view(backward, details, large_as_samples=False),
-        downstream=_tree_view(forward, details, large_as_samples=True),
+        upstream=_tree_view(backward, details),
+        downstream=downstream,
         segments=_segments(backward),
         materials=_materials(backward, details),
         timeline=timeline,
@@ -598,7 +617,9 @@ def trace_result(serial: str) -> TraceResult:
         holds=holds,
         held_units=held_units,
         interlock=interlock,
-        recall_csv_url=RECALL_SCOPE_API + "?" + urlencode({"serial": unit.serial, "format": "csv"}),
+        recall_csv_url=reverse("recall-scope")
+        + "?"
+        + urlencode({"serial": unit.serial, "format": "csv"}),
     )
 
 

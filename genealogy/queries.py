@@ -25,7 +25,9 @@ PostgreSQL) cursor as tuples; no model instance is built per row.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
@@ -262,32 +264,48 @@ def _cte(direction: str, seeds: _Seeds, as_of: datetime | None) -> tuple[str, li
 #: genealogy_link at every step, hash tables sized for millions of rows, and JIT compilation
 #: that costs more than the query. A trace step is an index probe per reached unit: its cost
 #: follows the answer, never the table. So trace statements are planned with nested loops,
-#: sort-based grouping and no JIT; the settings are reset right after planning.
+#: sort-based grouping and no JIT (session settings, reset as soon as the statements of one
+#: call are planned). The SQL itself is the same on both databases.
 _PG_PLAN = (
     "SET jit = off; SET enable_hashjoin = off; SET enable_mergejoin = off; SET enable_hashagg = off"
 )
 _PG_RESET = "RESET jit; RESET enable_hashjoin; RESET enable_mergejoin; RESET enable_hashagg"
+_planning = threading.local()
 
 
-def _execute(cur, sql: str, params: list) -> None:
-    if connection.vendor != "postgresql":
-        cur.execute(sql, params)
+@contextmanager
+def _trace_planning() -> Iterator[None]:
+    """Plan the trace statements run inside with the settings above (PostgreSQL only;
+    nested uses share one SET/RESET pair)."""
+    if connection.vendor != "postgresql" or getattr(_planning, "active", False):
+        yield
         return
-    with connection.cursor() as plan:
-        plan.execute(_PG_PLAN)
+    with connection.cursor() as cur:
+        cur.execute(_PG_PLAN)
+    _planning.active = True
     try:
-        cur.execute(sql, params)  # plans the statement (DECLARE for a server-side cursor)
+        yield
     except Exception:
-        # In a transaction the failed statement aborts it and the rollback reverts the SET.
-        if not connection.in_atomic_block:
+        _planning.active = False
+        # A transaction aborted by a failed statement takes no more commands; its rollback
+        # reverts the SET. Otherwise (autocommit, or a refusal raised in Python) reset.
+        from psycopg import pq
+
+        if connection.connection.info.transaction_status != pq.TransactionStatus.INERROR:
             _pg_reset()
         raise
+    _planning.active = False
     _pg_reset()
 
 
 def _pg_reset() -> None:
-    with connection.cursor() as plan:
-        plan.execute(_PG_RESET)
+    with connection.cursor() as cur:
+        cur.execute(_PG_RESET)
+
+
+def _execute(cur, sql: str, params: list) -> None:
+    with _trace_planning():
+        cur.execute(sql, params)  # plans it (DECLARE for a server-side cursor)
 
 
 def _stream(sql: str, params: Iterable) -> Iterator[tuple]:
@@ -812,72 +830,75 @@ def recall_scope(
     ``with_comparison=False`` skips those wider traversals (they cost far more than the
     requested scope on a big plant).
     """
-    seeds = _seeds_for(
-        unit=unit,
-        start_m=start_m,
-        end_m=end_m,
-        station=station,
-        equipment=equipment,
-        start=start,
-        end=end,
-    )
-    if unit is not None:
-        level = "segment" if start_m is not None else _unit_level(unit)
-        description = _describe_unit(unit, start_m, end_m)
-        inputs = [unit.serial]
-        info: dict = {
-            "kind": unit.kind,
-            "serial": unit.serial,
-            "start_m": start_m,
-            "end_m": end_m,
-        }
-    else:
-        window = StationWindow(station=station, start=start, end=end, equipment=equipment)
-        level = "station_window"
-        description = window.describe()
-        inputs = [str(station)]
-        info = {
-            "station": str(station),
-            "equipment": equipment.code if equipment else None,
-            "start": start,
-            "end": end,
-        }
-    info["as_of"] = as_of
+    with _trace_planning():  # one SET/RESET pair for all its statements on PostgreSQL
+        seeds = _seeds_for(
+            unit=unit,
+            start_m=start_m,
+            end_m=end_m,
+            station=station,
+            equipment=equipment,
+            start=start,
+            end=end,
+        )
+        if unit is not None:
+            level = "segment" if start_m is not None else _unit_level(unit)
+            description = _describe_unit(unit, start_m, end_m)
+            inputs = [unit.serial]
+            info: dict = {
+                "kind": unit.kind,
+                "serial": unit.serial,
+                "start_m": start_m,
+                "end_m": end_m,
+            }
+        else:
+            window = StationWindow(station=station, start=start, end=end, equipment=equipment)
+            level = "station_window"
+            description = window.describe()
+            inputs = [str(station)]
+            info = {
+                "station": str(station),
+                "equipment": equipment.code if equipment else None,
+                "start": start,
+                "end": end,
+            }
+        info["as_of"] = as_of
 
-    lists: dict[str, list[str]] | None = None
-    if with_lists:
-        lists = {name: [] for name, _k in RECALL_KINDS}
-        names = {kind: name for name, kind in RECALL_KINDS}
-        for row in _scope_units(seeds, as_of):
-            lists[names[row.kind]].append(row.serial)
-        counts = {name: len(values) for name, values in lists.items()}
-    else:
-        counts = _scope_counts(seeds, as_of)
+        lists: dict[str, list[str]] | None = None
+        if with_lists:
+            lists = {name: [] for name, _k in RECALL_KINDS}
+            names = {kind: name for name, kind in RECALL_KINDS}
+            for row in _scope_units(seeds, as_of):
+                lists[names[row.kind]].append(row.serial)
+            counts = {name: len(values) for name, values in lists.items()}
+        else:
+            counts = _scope_counts(seeds, as_of)
 
-    levels = [ScopeLevel(level, description, inputs, counts, 1.0 if counts["cells"] else None)]
-    if with_comparison and unit is not None:
-        levels += _wider_levels(unit, ranged=start_m is not None, as_of=as_of)
-    base = counts["cells"]
-    for lv in levels[1:]:
-        lv.factor = round(lv.counts["cells"] / base, 2) if base else None
-    reduction = levels[-1].factor if len(levels) > 1 else None
-    return RecallScope(
-        input=info,
-        description=description,
-        level=level,
-        counts=counts,
-        levels=levels,
-        reduction_factor=reduction,
-        lists=lists,
-        as_of=as_of,
-        _seeds=seeds,
-    )
+        levels = [ScopeLevel(level, description, inputs, counts, 1.0 if counts["cells"] else None)]
+        if with_comparison and unit is not None:
+            levels += _wider_levels(unit, ranged=start_m is not None, as_of=as_of)
+        base = counts["cells"]
+        for lv in levels[1:]:
+            lv.factor = round(lv.counts["cells"] / base, 2) if base else None
+        reduction = levels[-1].factor if len(levels) > 1 else None
+        return RecallScope(
+            input=info,
+            description=description,
+            level=level,
+            counts=counts,
+            levels=levels,
+            reduction_factor=reduction,
+            lists=lists,
+            as_of=as_of,
+            _seeds=seeds,
+        )
 
 
 def _unit_level(unit: Unit) -> str:
     if unit.kind in METRED_KINDS:
         return "coil"
-    if unit.kind in LOT_KINDS:
+    if unit.kind == UnitKind.MIX_BATCH:
+        return "batch"
+    if unit.kind == UnitKind.MATERIAL_LOT:
         return "lot"
     return "unit"
 

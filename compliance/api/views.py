@@ -24,6 +24,7 @@ from compliance.models import Hold, HoldUnit
 from genealogy.api.serializers import unit_resolve
 from genealogy.api.views import ERRORS, kind_param
 from qms.api.filters import station_from_ref
+from qms.api.parsers import BulkJSONParser
 from qms.api.pagination import OldestFirstCursorPagination
 from qms.exceptions import NotFound
 
@@ -103,6 +104,7 @@ class HoldUnitListView(generics.ListAPIView):
     )
 )
 class HoldPlaceView(APIView):
+    parser_classes = [BulkJSONParser]
     required_perms = ("compliance.add_hold",)
 
     def post(self, request: Request) -> Response:

@@ -130,7 +130,7 @@ THICKNESS_STEP_M = 25.0
 BURR_STEP_M = 250.0
 
 
-# --- VINs -------------------------------------------------------------------------------------
+# --- VINs ---------------------------------------------------------------------------------
 
 _VIN_VALUES = {
     **{str(d): d for d in range(10)},
@@ -168,7 +168,7 @@ def vin_make(programme: VehicleProgramme, sequence: int) -> str:
     return body[:8] + vin_check_digit(body) + body[9:]
 
 
-# --- Serial counters ----------------------------------------------------------------------------
+# --- Serial counters ----------------------------------------------------------------------
 
 
 def next_number(kind: str, prefix: str) -> int:
@@ -194,7 +194,7 @@ def next_vin_sequence(wmi: str) -> int:
     return max(tails, default=0) + 1
 
 
-# --- Plant handle -------------------------------------------------------------------------------
+# --- Plant handle -------------------------------------------------------------------------
 
 
 @dataclass
@@ -245,7 +245,7 @@ class Actors:
         )
 
 
-# --- Value generation ---------------------------------------------------------------------------
+# --- Value generation ---------------------------------------------------------------------
 
 
 def _sigma(char: Characteristic) -> float:
@@ -301,7 +301,7 @@ class Draw:
         return round(value, _decimals(sigma))
 
 
-# --- Material and coil supply -------------------------------------------------------------------
+# --- Material and coil supply -------------------------------------------------------------
 
 
 class LotSupply:
@@ -451,7 +451,7 @@ class CoilFeeder:
                 return lane
 
 
-# --- One production run on one line ---------------------------------------------------------------
+# --- One production run on one line -------------------------------------------------------
 
 
 @dataclass
@@ -524,7 +524,7 @@ class LineRun:
         self._planned_streak_m: float | None = None
         self.coil_time = end_at  # set in run()
 
-    # -- helpers ------------------------------------------------------------------------------
+    # -- helpers ---------------------------------------------------------------------------
 
     def _clamp(self, at: datetime) -> datetime:
         return min(at, self.end_at)
@@ -607,7 +607,7 @@ class LineRun:
     def _offset(self, station: str) -> tuple[float, float]:
         return next((start, dur) for code, start, dur in self.route if code == station)
 
-    # -- electrode shop ----------------------------------------------------------------------------
+    # -- electrode shop --------------------------------------------------------------------
 
     def _make_mother(self, electrode: str) -> list[Lane]:
         """Lots -> mix batch -> coated, calendered mother coil -> slit lanes."""
@@ -625,14 +625,16 @@ class LineRun:
         coated_kg = round(length * width_m * 2 * loading.nominal * 10 / 1000.0, 1)
         batch_kg = round(coated_kg * 1.04, 1)  # 4 % losses in lines and edges
 
+        mix_prefix = f"{spec.mix_prefix}-{e}-"
+        ingredients = ", ".join(MATERIALS[k].name.split(",")[0] for k in recipe)
         mix = unit_create(
             kind=UnitKind.MIX_BATCH,
-            serial=f"{spec.mix_prefix}-{e}-{next_number(UnitKind.MIX_BATCH, f'{spec.mix_prefix}-{e}-'):06d}",
+            serial=f"{mix_prefix}{next_number(UnitKind.MIX_BATCH, mix_prefix):06d}",
             line=self.h.line,
-            material=f"{electrode.capitalize()} slurry ({', '.join(MATERIALS[k].name.split(',')[0] for k in recipe)})",
+            material=f"{electrode.capitalize()} slurry ({ingredients})"[:80],
             produced_at=t_mix,
             actor=self.actors.line,
-        )  # fmt: skip
+        )
         for key, fraction in recipe.items():
             lot_consume(
                 lot=self.lots.get(key),
@@ -667,19 +669,30 @@ class LineRun:
         )
         self.report.coils.append(mother.serial)
         lot_consume(
-            lot=mix, consumer=mother, quantity=coated_kg, quantity_unit="kg",
-            linked_at=t_coat, actor=self.actors.line,
-        )  # fmt: skip
+            lot=mix,
+            consumer=mother,
+            quantity=coated_kg,
+            quantity_unit="kg",
+            linked_at=t_coat,
+            actor=self.actors.line,
+        )
         lot_consume(
-            lot=self.lots.get(foil), consumer=mother, quantity=length, quantity_unit="m",
-            linked_at=t_coat, actor=self.actors.line,
-        )  # fmt: skip
+            lot=self.lots.get(foil),
+            consumer=mother,
+            quantity=length,
+            quantity_unit="m",
+            linked_at=t_coat,
+            actor=self.actors.line,
+        )
 
         coat_h = length / 60.0 / 60.0  # 60 m/min
         visit = self._visit(
-            mother, f"coat-{s}", t_coat, coat_h,
+            mother,
+            f"coat-{s}",
+            t_coat,
+            coat_h,
             equipment=self.h.equipment[(f"coat-{s}", f"coater-{s}1")],
-        )  # fmt: skip
+        )
         streak_at = None
         if electrode == "cathode":  # only the first cathode coil of the run carries it
             streak_at, self._planned_streak_m = self._planned_streak_m, None
@@ -692,18 +705,26 @@ class LineRun:
         t_cal = t_coat + 6 * H
         thickness = self.h.char(f"cal-{s}", f"{electrode}-thickness")
         visit = self._visit(
-            mother, f"cal-{s}", t_cal, length / 80.0 / 60.0,
+            mother,
+            f"cal-{s}",
+            t_cal,
+            length / 80.0 / 60.0,
             equipment=self.h.equipment[(f"cal-{s}", f"calender-{s}1")],
-        )  # fmt: skip
+        )
         drift = 0.0
         for k in range(int(length // THICKNESS_STEP_M)):
             pos = THICKNESS_STEP_M / 2 + k * THICKNESS_STEP_M
             drift = 0.95 * drift + self.rng.gauss(0.0, 0.15 * _sigma(thickness))
             value = self.draw.normal(thickness, shift=drift, scale=0.7)
             self._measure(
-                mother, f"cal-{s}", thickness.code, value, t_cal + (pos / 80.0 / 60.0) * H,
-                visit=visit, position_m=pos,
-            )  # fmt: skip
+                mother,
+                f"cal-{s}",
+                thickness.code,
+                value,
+                t_cal + (pos / 80.0 / 60.0) * H,
+                visit=visit,
+                position_m=pos,
+            )
 
         t_slit = t_coat + 12 * H
         lanes = []
@@ -720,20 +741,32 @@ class LineRun:
                 actor=self.actors.line,
             )
             coil_slit(
-                mother=mother, slit_coil=slit, start_m=0.0, end_m=length,
-                linked_at=t_slit, actor=self.actors.line,
-            )  # fmt: skip
+                mother=mother,
+                slit_coil=slit,
+                start_m=0.0,
+                end_m=length,
+                linked_at=t_slit,
+                actor=self.actors.line,
+            )
             visit = self._visit(
-                slit, f"slit-{s}", t_slit, length / 150.0 / 60.0,
+                slit,
+                f"slit-{s}",
+                t_slit,
+                length / 150.0 / 60.0,
                 equipment=self.h.equipment[(f"slit-{s}", f"slitter-{s}1")],
-            )  # fmt: skip
+            )
             for k in range(int(length // BURR_STEP_M)):
                 pos = BURR_STEP_M / 2 + k * BURR_STEP_M
                 value = self.draw.lognormal(burr, median=burr.nominal, s=0.25)
                 self._measure(
-                    slit, f"slit-{s}", burr.code, value, t_slit + (pos / 150.0 / 60.0) * H,
-                    visit=visit, position_m=pos,
-                )  # fmt: skip
+                    slit,
+                    f"slit-{s}",
+                    burr.code,
+                    value,
+                    t_slit + (pos / 150.0 / 60.0) * H,
+                    visit=visit,
+                    position_m=pos,
+                )
             lanes.append(Lane(slit, mother, 0.0))
         return lanes
 
@@ -793,7 +826,7 @@ class LineRun:
         value = round(self.draw.lognormal(char, median=char.nominal, s=0.2))
         self._measure(lane.slit, "wind", char.code, float(value), self.mount_time)
 
-    # -- the run -------------------------------------------------------------------------------------
+    # -- the run ---------------------------------------------------------------------------
 
     def run(self, n_cells: int) -> RunReport:
         d, spec = self.design, self.spec
@@ -875,18 +908,29 @@ class LineRun:
             c.anode = feeders["anode"].take(w, d.anode_m_per_cell)
             for seg in (c.cathode, c.anode):
                 coil_segment_consume(
-                    coil=seg.lane.slit, consumer=c.unit, start_m=seg.start_m, end_m=seg.end_m,
-                    linked_at=c.wound_at, actor=self.actors.line,
+                    coil=seg.lane.slit,
+                    consumer=c.unit,
+                    start_m=seg.start_m,
+                    end_m=seg.end_m,
+                    linked_at=c.wound_at,
+                    actor=self.actors.line,
                     reason="coil segment wound into jelly roll",
-                )  # fmt: skip
+                )
             lot_consume(
-                lot=sep, consumer=c.unit, quantity=d.separator_m_per_cell, quantity_unit="m",
-                linked_at=c.wound_at, actor=self.actors.line,
-            )  # fmt: skip
+                lot=sep,
+                consumer=c.unit,
+                quantity=d.separator_m_per_cell,
+                quantity_unit="m",
+                linked_at=c.wound_at,
+                actor=self.actors.line,
+            )
             visit = self._visit(
-                c.unit, "wind", c.wound_at, self._offset("wind")[1],
+                c.unit,
+                "wind",
+                c.wound_at,
+                self._offset("wind")[1],
                 equipment=self.h.equipment[("wind", f"winder-{w + 1}")],
-            )  # fmt: skip
+            )
             value = self.draw.normal(overhang, shift=winder_bias[w])
             self._measure(c.unit, "wind", "overhang", value, c.wound_at + 0.05 * H, visit=visit)
             # Capacity follows the cathode loading where the jelly roll was cut.
@@ -905,8 +949,9 @@ class LineRun:
             # First cell of each weld batch: destructive pull test on both tabs.
             for k in range(pull.sample_size):
                 value = self.draw.normal(pull, shift=0.0)
-                self._measure(c.unit, "tabweld", pull.code, value, at + (0.1 + 0.05 * k) * H,
-                              visit=visit)  # fmt: skip
+                self._measure(
+                    c.unit, "tabweld", pull.code, value, at + (0.1 + 0.05 * k) * H, visit=visit
+                )
             unit_status_set(
                 unit=c.unit,
                 status=UnitStatus.SCRAPPED,
@@ -958,7 +1003,7 @@ class LineRun:
             c.alive = False
         self.report.holds.append(f"{hold.number}: {hold.reason}")
 
-    # -- cell stations (called in route order) ---------------------------------------------------
+    # -- cell stations (called in route order) ---------------------------------------------
 
     def _alive(self, cells: list[CellState]) -> list[CellState]:
         return [c for c in cells if c.alive]
@@ -981,8 +1026,9 @@ class LineRun:
         for c in self._alive(cells):
             at = c.wound_at + start * H
             visit = self._visit(c.unit, "asm", at, dur, equipment=self.h.equipment[("asm", "ir-1")])
-            self._measure(c.unit, "asm", weld.code, self.draw.normal(weld), at + 0.02 * H,
-                          visit=visit)  # fmt: skip
+            self._measure(
+                c.unit, "asm", weld.code, self.draw.normal(weld), at + 0.02 * H, visit=visit
+            )
             value = self.draw.lognormal(ins, median=ins.nominal, s=0.35)
             self._measure(c.unit, "asm", ins.code, round(value), at + 0.04 * H, visit=visit)
 
@@ -1001,16 +1047,25 @@ class LineRun:
                 else self.draw.normal(fill, shift=bias[i % nozzles])
             )
             visit = self._visit(
-                c.unit, "fill", at, dur, equipment=self.h.equipment[("fill", "cw-1")],
+                c.unit,
+                "fill",
+                at,
+                dur,
+                equipment=self.h.equipment[("fill", "cw-1")],
                 result=VisitResult.NOK if nok else VisitResult.OK,
-            )  # fmt: skip
+            )
             lot_consume(
-                lot=self.electrolyte, consumer=c.unit, quantity=value, quantity_unit="g",
-                linked_at=at, actor=self.actors.line,
-            )  # fmt: skip
+                lot=self.electrolyte,
+                consumer=c.unit,
+                quantity=value,
+                quantity_unit="g",
+                linked_at=at,
+                actor=self.actors.line,
+            )
             if nok:  # held by the out-of-spec reaction; waits for re-weigh and MRB
-                self._record_out_of_spec(c.unit, "fill", fill.code, value, at + dur * H,
-                                         visit=visit)  # fmt: skip
+                self._record_out_of_spec(
+                    c.unit, "fill", fill.code, value, at + dur * H, visit=visit
+                )
                 c.alive = False
             else:
                 self._measure(c.unit, "fill", fill.code, value, at + dur * H, visit=visit)
@@ -1028,19 +1083,30 @@ class LineRun:
                 else self.draw.lognormal(leak, median=leak.nominal, s=0.6)
             )
             visit = self._visit(
-                c.unit, "seal", at, dur, equipment=self.h.equipment[("seal", "leak-1")],
+                c.unit,
+                "seal",
+                at,
+                dur,
+                equipment=self.h.equipment[("seal", "leak-1")],
                 result=VisitResult.NOK if nok else VisitResult.OK,
-            )  # fmt: skip
+            )
             if not nok:
                 self._measure(c.unit, "seal", leak.code, value, at + dur * H, visit=visit)
             if ("seal", "cell-height") in self.h.chars:
                 height = self.h.char("seal", "cell-height")
-                self._measure(c.unit, "seal", height.code, self.draw.normal(height),
-                              at + 0.5 * dur * H, visit=visit)  # fmt: skip
+                self._measure(
+                    c.unit,
+                    "seal",
+                    height.code,
+                    self.draw.normal(height),
+                    at + 0.5 * dur * H,
+                    visit=visit,
+                )
             if nok:
                 # Held by the out-of-spec reaction; MRB dispositions it to scrap.
-                hold = self._record_out_of_spec(c.unit, "seal", leak.code, value,
-                                                at + dur * H, visit=visit)  # fmt: skip
+                hold = self._record_out_of_spec(
+                    c.unit, "seal", leak.code, value, at + dur * H, visit=visit
+                )
                 why = f"helium leak {value:.2e} mbar·L/s above {leak.usl:.0e} after sealing"
                 hold_release(
                     hold=hold,
@@ -1065,8 +1131,7 @@ class LineRun:
             eq = self.h.equipment[("form", cabinets[i % len(cabinets)])]
             visit = self._visit(c.unit, "form", at, dur, equipment=eq)
             value = self.draw.normal(cap, shift=cap.nominal * c.capacity_shift, scale=0.8)
-            self._measure(c.unit, "form", cap.code, value, at + dur * H, visit=visit,
-                          equipment=eq)  # fmt: skip
+            self._measure(c.unit, "form", cap.code, value, at + dur * H, visit=visit, equipment=eq)
 
     def _step_aging(self, cells: list[CellState]) -> None:
         start, dur = self._offset("aging")
@@ -1079,8 +1144,9 @@ class LineRun:
             )
             k = self.draw.lognormal(k_value, median=k_value.nominal, s=0.3)
             self._measure(c.unit, "aging", k_value.code, k, at + dur * H, visit=visit)
-            self._measure(c.unit, "aging", ocv.code, self.draw.normal(ocv), at + dur * H,
-                          visit=visit)  # fmt: skip
+            self._measure(
+                c.unit, "aging", ocv.code, self.draw.normal(ocv), at + dur * H, visit=visit
+            )
 
     def _step_grade(self, cells: list[CellState]) -> None:
         start, dur = self._offset("grade")
@@ -1095,13 +1161,19 @@ class LineRun:
             eq = self.h.equipment[("grade", code)]
             visit = self._visit(c.unit, "grade", at, dur, equipment=eq)
             value = self.draw.normal(cap, shift=cap.nominal * c.capacity_shift, scale=0.8)
-            self._measure(c.unit, "grade", cap.code, value, at + dur * H, visit=visit,
-                          equipment=eq)  # fmt: skip
-            self._measure(c.unit, "grade", dcir.code, self.draw.normal(dcir, shift=bias[code]),
-                          at + dur * H, visit=visit, equipment=eq)  # fmt: skip
+            self._measure(c.unit, "grade", cap.code, value, at + dur * H, visit=visit, equipment=eq)
+            self._measure(
+                c.unit,
+                "grade",
+                dcir.code,
+                self.draw.normal(dcir, shift=bias[code]),
+                at + dur * H,
+                visit=visit,
+                equipment=eq,
+            )
             c.graded_at = self._clamp(at + dur * H)
 
-    # -- modules, packs, vehicles ----------------------------------------------------------------
+    # -- modules, packs, vehicles ----------------------------------------------------------
 
     def _free(self, kind: str, *, graded: bool = False):
         """Units of the line that are in process and not (or no longer) assembled anywhere."""
@@ -1144,16 +1216,25 @@ class LineRun:
             )
             for slot, c in enumerate(members, start=1):
                 unit_assemble(
-                    part=c, assembly=module, slot=f"C{slot:02d}", linked_at=at,
+                    part=c,
+                    assembly=module,
+                    slot=f"C{slot:02d}",
+                    linked_at=at,
                     actor=self.actors.line,
-                )  # fmt: skip
+                )
             self.report.modules.append(module.serial)
             test_at = at + 0.1 * H
             if m == rework_module:
                 test_at = self._rework(module, members, spares.pop(0), test_at, spread)
             visit = self._visit(module, "mod", test_at, 0.1, equipment=eq)
-            self._measure(module, "mod", spread.code, self.draw.normal(spread),
-                          test_at + 0.05 * H, visit=visit)  # fmt: skip
+            self._measure(
+                module,
+                "mod",
+                spread.code,
+                self.draw.normal(spread),
+                test_at + 0.05 * H,
+                visit=visit,
+            )
         self._flush()
         self._build_packs()
 
@@ -1175,9 +1256,10 @@ class LineRun:
         module_hold = self._record_out_of_spec(
             module, "mod", spread.code, value, at + 0.05 * H, visit=first
         )
+        # Kept short: the link history stores the rework reason in 100 characters.
         reason = (
-            f"cell-voltage spread {value:g} mV above {spread.usl:g} mV at module test: cell in "
-            f"slot C{slot + 1:02d} low after busbar welding"
+            f"cell-voltage spread {value:g} mV above {spread.usl:g} mV; "
+            f"cell in C{slot + 1:02d} low after welding"
         )
         hold_release(
             hold=module_hold,
@@ -1187,9 +1269,13 @@ class LineRun:
         )
         replaced_at = self._clamp(at + 0.1 * H)
         cell_replace(
-            assembly=module, removed=removed, replacement=spare, reason=reason,
-            actor=self.actors.line, at=replaced_at,
-        )  # fmt: skip
+            assembly=module,
+            removed=removed,
+            replacement=spare,
+            reason=reason,
+            actor=self.actors.line,
+            at=replaced_at,
+        )
         hold = hold_place(
             units=[removed],
             reason=(
@@ -1201,8 +1287,9 @@ class LineRun:
             actor=self.actors.line,
             at=replaced_at,
         )
-        self.report.reworks.append(f"{module.serial} C{slot + 1:02d}: {removed.serial} -> "
-                                   f"{spare.serial}")  # fmt: skip
+        self.report.reworks.append(
+            f"{module.serial} C{slot + 1:02d}: {removed.serial} -> {spare.serial}"
+        )
         self.report.holds.append(f"{hold.number}: {hold.reason}")
         return replaced_at + 0.1 * H
 
@@ -1223,25 +1310,46 @@ class LineRun:
             )
             for slot, m in enumerate(members, start=1):
                 unit_assemble(
-                    part=m, assembly=pack, slot=f"M{slot:02d}", linked_at=at,
+                    part=m,
+                    assembly=pack,
+                    slot=f"M{slot:02d}",
+                    linked_at=at,
                     actor=self.actors.line,
-                )  # fmt: skip
+                )
             self._visit(pack, "pack", at, 0.5, equipment=self.h.equipment[("pack", "nut-1")])
             self.report.packs.append(pack.serial)
             t_eol = self._clamp(at + 0.5 * H)
-            visit = self._visit(pack, "eol", t_eol, 0.4,
-                                equipment=self.h.equipment[("eol", "eol-1")])  # fmt: skip
+            visit = self._visit(
+                pack, "eol", t_eol, 0.4, equipment=self.h.equipment[("eol", "eol-1")]
+            )
             iso = self.h.char("eol", "pack-isolation-resistance")
-            self._measure(pack, "eol", iso.code,
-                          round(self.draw.lognormal(iso, median=iso.nominal, s=0.3)),
-                          t_eol + 0.1 * H, visit=visit)  # fmt: skip
+            self._measure(
+                pack,
+                "eol",
+                iso.code,
+                round(self.draw.lognormal(iso, median=iso.nominal, s=0.3)),
+                t_eol + 0.1 * H,
+                visit=visit,
+            )
             if ("eol", "pack-ocv") in self.h.chars:
                 ocv = self.h.char("eol", "pack-ocv")
-                self._measure(pack, "eol", ocv.code, self.draw.normal(ocv, scale=0.5),
-                              t_eol + 0.2 * H, visit=visit)  # fmt: skip
+                self._measure(
+                    pack,
+                    "eol",
+                    ocv.code,
+                    self.draw.normal(ocv, scale=0.5),
+                    t_eol + 0.2 * H,
+                    visit=visit,
+                )
             leak = self.h.char("eol", "coolant-leak-rate")
-            self._measure(pack, "eol", leak.code, self.draw.normal(leak, scale=0.6),
-                          t_eol + 0.3 * H, visit=visit)  # fmt: skip
+            self._measure(
+                pack,
+                "eol",
+                leak.code,
+                self.draw.normal(leak, scale=0.6),
+                t_eol + 0.3 * H,
+                visit=visit,
+            )
             self._marry(pack, self._clamp(t_eol + 2.0 * H))
 
     def _marry(self, pack: Unit, at: datetime) -> None:
@@ -1262,7 +1370,7 @@ class LineRun:
         self.report.vehicles.append(vin)
 
 
-# --- Entry points ---------------------------------------------------------------------------------
+# --- Entry points -------------------------------------------------------------------------
 
 
 def _rng(seed: int, spec: LineSpec, purpose: str) -> random.Random:

@@ -166,7 +166,7 @@ class DemoIntegration:
     may: str
 
 
-# --- Materials, users, tokens ---------------------------------------------------------------
+# --- Materials, users, tokens -------------------------------------------------------------
 
 MATERIALS: dict[str, MaterialSpec] = {
     m.key: m
@@ -230,7 +230,7 @@ QUALITY_USERNAME = "quality"
 MRB_USERNAME = "mrb"
 
 
-# --- Control plan building blocks -----------------------------------------------------------
+# --- Control plan building blocks ---------------------------------------------------------
 
 
 def _pct(nominal: float, pct: float) -> tuple[float, float]:
@@ -866,47 +866,40 @@ CYLINDRICAL = LineSpec(
 LINES: tuple[LineSpec, ...] = (PRISMATIC, CYLINDRICAL)
 
 
-# --- Seeding ----------------------------------------------------------------------------------
+# --- Seeding ------------------------------------------------------------------------------
 
 
 @dataclass
 class SeedResult:
-    """What :func:`seed` created; all zero on a second run."""
+    """What :func:`seed` created, per kind of row; empty on a second run."""
 
     created: dict[str, int] = field(default_factory=dict)
-    updated: dict[str, int] = field(default_factory=dict)
 
-    def count(self, what: str, created: bool) -> None:
-        target = self.created if created else self.updated
-        target[what] = target.get(what, 0) + 1
+    def count(self, what: str) -> None:
+        self.created[what] = self.created.get(what, 0) + 1
 
     @property
     def changed(self) -> bool:
-        return bool(self.created or self.updated)
+        return bool(self.created)
 
 
-def _upsert(model, result: SeedResult, label: str, lookup: dict, values: dict):
-    """Create the row, or bring a differing existing row in line (with history); otherwise
-    leave it untouched, so seeding twice writes nothing."""
+def _ensure(model, result: SeedResult, label: str, lookup: dict, values: dict):
+    """The row for ``lookup``, created with ``values`` if it is missing.
+
+    An existing row is left exactly as it is: limits a quality engineer changed in the
+    control plan survive ``make run`` seeding again.
+    """
     obj = model.objects.filter(**lookup).first()
     if obj is None:
         obj = model(**lookup, **values)
         obj._change_reason = SEED_REASON
         obj.save()
-        result.count(label, created=True)
-        return obj
-    changed = [k for k, v in values.items() if getattr(obj, k) != v]
-    if changed:
-        for k in changed:
-            setattr(obj, k, values[k])
-        obj._change_reason = f"{SEED_REASON}: {', '.join(changed)} updated"
-        obj.save()
-        result.count(label, created=False)
+        result.count(label)
     return obj
 
 
 def _seed_line(site: Site, spec: LineSpec, result: SeedResult) -> None:
-    line = _upsert(
+    line = _ensure(
         Line,
         result,
         "lines",
@@ -920,7 +913,7 @@ def _seed_line(site: Site, spec: LineSpec, result: SeedResult) -> None:
         },
     )
     for st in spec.stations:
-        station = _upsert(
+        station = _ensure(
             Station,
             result,
             "stations",
@@ -928,7 +921,7 @@ def _seed_line(site: Site, spec: LineSpec, result: SeedResult) -> None:
             {"name": st.name, "process_step": st.process_step, "sequence": st.sequence},
         )
         for eq in st.equipment:
-            _upsert(
+            _ensure(
                 Equipment,
                 result,
                 "equipment",
@@ -941,7 +934,7 @@ def _seed_line(site: Site, spec: LineSpec, result: SeedResult) -> None:
                 },
             )
         for ch in st.characteristics:
-            _upsert(
+            _ensure(
                 Characteristic,
                 result,
                 "characteristics",
@@ -970,7 +963,7 @@ def _seed_users(result: SeedResult) -> None:
             else:
                 user = User.objects.create_user(du.username, password=du.password)
                 user.groups.add(Group.objects.get(name=du.role))
-            result.count("users", created=True)
+            result.count("users")
     for di in DEMO_INTEGRATIONS:
         if Integration.objects.filter(name=di.name).exists():
             continue
@@ -978,12 +971,12 @@ def _seed_users(result: SeedResult) -> None:
         if user is None:
             user = User.objects.create_user(di.username)  # API only: no usable password
             user.groups.add(Group.objects.get(name="integration"))
-            result.count("users", created=True)
+            result.count("users")
         integration = Integration(name=di.name, user=user, scope=di.scope)
         integration.set_key(di.token)
         integration._change_reason = SEED_REASON
         integration.save()
-        result.count("integrations", created=True)
+        result.count("integrations")
 
 
 @transaction.atomic
@@ -991,7 +984,7 @@ def seed() -> SeedResult:
     """Load the demo plant, control plan, users and integrations. Idempotent: a second run
     finds everything in place and writes nothing."""
     result = SeedResult()
-    site = _upsert(
+    site = _ensure(
         Site, result, "sites", {"code": SITE_CODE}, {"name": SITE_NAME, "country": SITE_COUNTRY}
     )
     for spec in LINES:

@@ -298,6 +298,7 @@ class UnitDetailSerializer(UnitSerializer):
             fields={
                 "trace_backward": serializers.URLField(),
                 "trace_forward": serializers.URLField(),
+                "recall_scope": serializers.URLField(),
                 "holds": serializers.URLField(required=False),
             },
         )
@@ -308,11 +309,11 @@ class UnitDetailSerializer(UnitSerializer):
         def absolute(path: str) -> str:
             return request.build_absolute_uri(path) if request else path
 
-        api_root = reverse("unit-list").removesuffix("units/")
-        query = urlencode({"serial": obj.serial, "kind": obj.kind})
+        query = urlencode({"serial": obj.serial})
         out = {
-            "trace_backward": absolute(f"{api_root}trace/backward/?{query}"),
-            "trace_forward": absolute(f"{api_root}trace/forward/?{query}"),
+            "trace_backward": absolute(f"{reverse('trace-backward')}?{query}"),
+            "trace_forward": absolute(f"{reverse('trace-forward')}?{query}"),
+            "recall_scope": absolute(f"{reverse('recall-scope')}?{query}"),
         }
         # Holds belong to a higher layer; link to them only where that layer is routed.
         with contextlib.suppress(NoReverseMatch):

@@ -25,6 +25,7 @@ from rest_framework.views import APIView
 from genealogy import services
 from genealogy.choices import UnitKind
 from genealogy.models import Link, Measurement, Unit
+from qms.api.parsers import BulkJSONParser
 from qms.api.serializers import DomainErrorSerializer
 from qms.exceptions import InvalidInput
 
@@ -170,6 +171,7 @@ class UnitCreateView(_CommandView):
     serializers.UnitsCreatedSerializer,
 )
 class UnitsCreateBulkView(_CommandView):
+    parser_classes = [BulkJSONParser]
     input_serializer_class = serializers.UnitsCreateBulkInputSerializer
     output_serializer_class = serializers.UnitsCreatedSerializer
     required_perms = ("genealogy.add_unit",)
@@ -264,6 +266,7 @@ class CellReplaceView(_CommandView):
     "refuses the whole call, naming it (`rows[17].value`).",
 )
 class MeasurementsRecordView(_CommandView):
+    parser_classes = [BulkJSONParser]
     input_serializer_class = serializers.MeasurementsRecordInputSerializer
     output_serializer_class = serializers.MeasurementsRecordedSerializer
     required_perms = ("genealogy.add_measurement",)

@@ -109,9 +109,7 @@ def test_unit_history_page_shows_who_and_why(admin_client, run, hold):
 def test_history_cannot_be_reverted(admin_client, run, hold):
     hold([run.cells[0]])
     version = run.cells[0].history.earliest()
-    url = reverse(
-        "admin:genealogy_unit_simple_history", args=[run.cells[0].pk, version.history_id]
-    )
+    url = reverse("admin:genealogy_unit_simple_history", args=[run.cells[0].pk, version.history_id])
     assert admin_client.get(url).status_code == 200
     response = admin_client.post(url, {"material": "x"})
     assert response.status_code == 403
@@ -136,7 +134,12 @@ def test_list_filters_kind_status_line(admin_client, run, hold):
     url = reverse("admin:genealogy_unit_changelist")
     page = text(
         admin_client.get(
-            url, {"kind__exact": "cell", "status__exact": "on_hold", "line__id__exact": run.cells[1].line_id}
+            url,
+            {
+                "kind__exact": "cell",
+                "status__exact": "on_hold",
+                "line__id__exact": run.cells[1].line_id,
+            },
         )
     )
     assert re.findall(r'<th class="field-serial"><a [^>]*>([^<]+)</a>', page) == [cell_serial(2)]
@@ -251,7 +254,9 @@ def test_hold_page_lists_units_and_is_read_only(admin_client, run, hold):
         assert f"Cell {cell.serial}</a>" in page
     assert 'name="reason"' not in page  # no edit form
     assert admin_client.get(reverse("admin:compliance_hold_add")).status_code == 403
-    search = text(admin_client.get(reverse("admin:compliance_hold_changelist"), {"q": cell_serial(3)}))
+    search = text(
+        admin_client.get(reverse("admin:compliance_hold_changelist"), {"q": cell_serial(3)})
+    )
     assert held.number in search
 
 

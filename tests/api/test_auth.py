@@ -4,15 +4,17 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from rest_framework.test import APIClient
+from rest_framework.test import APIClient, APIRequestFactory, force_authenticate
+from rest_framework.views import APIView
 
 from compliance.models import Hold
 from genealogy.choices import UnitStatus
 from genealogy.models import Measurement, Unit
+from qms.api.permissions import ScopedAccess
 from qms.choices import IntegrationScope
 from qms.models import Integration
 from tests.api.conftest import cell_serial
-from tests.factories import integration_create
+from tests.factories import UserFactory, integration_create
 
 pytestmark = pytest.mark.django_db
 
@@ -171,3 +173,16 @@ def test_integration_account_by_session_has_no_write_permission(plant):
     response = client.post(BULK_URL, _bulk_body(plant), format="json")
     assert response.status_code == 403
     assert not Unit.objects.exists()
+
+
+def test_a_write_view_that_names_no_permission_is_closed_to_people(plant):
+    class Undeclared(APIView):
+        def post(self, request):  # pragma: no cover - never reached
+            raise AssertionError
+
+    qe = UserFactory(username="qe-1", role="quality_engineer")
+    request = APIRequestFactory().post("/x/", {}, format="json")
+    force_authenticate(request, user=qe)
+    response = Undeclared.as_view(permission_classes=[ScopedAccess])(request)
+    assert response.status_code == 403
+    assert response.data == {"detail": "This operation is not open to personal accounts."}

@@ -88,7 +88,11 @@ def test_unknown_line_is_404_naming_it(write_client, plant):
         format="json",
     )
     assert response.status_code == 404
-    assert response.json() == {"code": "not_found", "detail": "No line 'l7-pouch'.", "field": "line"}
+    assert response.json() == {
+        "code": "not_found",
+        "detail": "No line 'l7-pouch'.",
+        "field": "line",
+    }
     assert not Unit.objects.exists()
 
 

@@ -49,6 +49,6 @@ def test_default_scope_is_read(plant):
 
 def test_duplicate_name_is_refused(plant):
     create("mes-gf1")
-    with pytest.raises(CommandError, match="An integration named 'mes-gf1' exists already."):
+    with pytest.raises(CommandError, match=r"An integration named 'mes-gf1' exists already\."):
         create("mes-gf1", "--scope", "read_write")
     assert Integration.objects.count() == 1

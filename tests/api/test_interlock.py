@@ -27,7 +27,11 @@ def test_clean_cell_may_enter(read_client, run, plant):
             "reasons": [],
             "holds": [],
             "unit": {"kind": "cell", "serial": cell_serial(1), "status": "in_process"},
-            "station": {"id": plant.stations["mod-asm"].pk, "code": "mod-asm", "line_code": "l1-pri"},
+            "station": {
+                "id": plant.stations["mod-asm"].pk,
+                "code": "mod-asm",
+                "line_code": "l1-pri",
+            },
         }
 
 

@@ -1,5 +1,6 @@
 """Measurements: bulk recording in one call and one transaction, and the filtered list."""
 
+import json
 import math
 from datetime import UTC, datetime, timedelta
 
@@ -10,6 +11,7 @@ from django.utils import timezone
 from genealogy.choices import UnitKind
 from genealogy.models import Measurement
 from genealogy.services import MeasurementInput, measurements_record, units_create_bulk
+from qms.api.parsers import BulkJSONParser
 from tests.api.conftest import cell_serial, gs1
 
 pytestmark = pytest.mark.django_db
@@ -229,3 +231,44 @@ def test_list_filter_bad_input_names_the_field(read_client, measured):
     response = read_client.get("/api/v1/measurements/", {"measured_after": "yesterday"})
     assert response.status_code == 400
     assert list(response.json()) == ["measured_after"]
+
+
+def test_bulk_body_above_the_form_upload_limit_is_accepted(write_client, plant, actor, settings):
+    cells = units_create_bulk(
+        kind=UnitKind.CELL,
+        serials=[cell_serial(n) for n in range(1, 2001)],
+        line=plant.line,
+        actor=actor,
+    )
+    body = json.dumps(
+        {"rows": [fill_row(c.serial, 410.0, plant) for c in cells]}, indent=160
+    ).encode()
+    assert len(body) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    response = write_client.post(URL, body, content_type="application/json")
+    assert response.status_code == 201
+    assert Measurement.objects.count() == 2000
+
+
+def test_bulk_body_above_the_bulk_cap_is_413_and_nothing_written(
+    write_client, run, plant, monkeypatch
+):
+    monkeypatch.setattr(BulkJSONParser, "max_bytes", 1024)
+    rows = [fill_row(cell_serial(n), 410.0, plant) for n in (1, 2, 3, 4)] * 3
+    response = write_client.post(URL, {"rows": rows}, format="json")
+    assert response.status_code == 413
+    assert response.json() == {
+        "detail": "Request body exceeds the 1024-byte limit of bulk calls; split it."
+    }
+    assert not Measurement.objects.exists()
+
+
+def test_nan_is_refused(write_client, run, plant):
+    body = '{"rows": [{"unit": "%s", "characteristic": %d, "value": NaN, "measured_at": "%s"}]}'
+    response = write_client.post(
+        URL,
+        body % (cell_serial(1), plant.chars["fill_mass"].pk, T0.isoformat()),
+        content_type="application/json",
+    )
+    assert response.status_code == 400
+    assert response.json() == {"detail": "JSON parse error - NaN is not a number here."}
+    assert not Measurement.objects.exists()

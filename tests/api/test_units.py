@@ -44,7 +44,7 @@ def shift(plant, actor):
 
 
 def test_list_filters_by_kind_status_and_line(read_client, run, hold, shift):
-    cells, other, line2 = shift
+    _cells, _other, line2 = shift
     hold([run.cells[0], run.cells[1]])
     on_hold = read_client.get("/api/v1/units/", {"kind": "cell", "status": "on_hold"})
     assert sorted(serials(on_hold)) == [run.cells[0].serial, run.cells[1].serial]
@@ -126,10 +126,13 @@ def test_unit_detail_has_links_one_level_up_and_down(read_client, run):
     ]
     assert (body["upstream_count"], body["downstream_count"]) == (4, 1)
     assert body["related"] == {
-        "trace_backward": "http://testserver/api/v1/trace/backward/?serial=M2648000001&kind=module",
-        "trace_forward": "http://testserver/api/v1/trace/forward/?serial=M2648000001&kind=module",
+        "trace_backward": "http://testserver/api/v1/trace/backward/?serial=M2648000001",
+        "trace_forward": "http://testserver/api/v1/trace/forward/?serial=M2648000001",
+        "recall_scope": "http://testserver/api/v1/recall-scope/?serial=M2648000001",
         "holds": "http://testserver/api/v1/units/M2648000001/holds/",
     }
+    for url in body["related"].values():
+        assert read_client.get(url).status_code == 200, url
 
 
 def test_unit_detail_shows_coil_segment_and_lot(read_client, run):
@@ -185,9 +188,7 @@ def test_unknown_serial_is_404_naming_it(read_client, run):
 
 
 def test_wrong_check_digit_is_400_naming_the_field(read_client, run):
-    response = read_client.get(
-        f"/api/v1/units/{quote('(01)09521234543214(21)' + cell_serial(1))}/"
-    )
+    response = read_client.get(f"/api/v1/units/{quote('(01)09521234543214(21)' + cell_serial(1))}/")
     assert response.status_code == 400
     body = response.json()
     assert (body["code"], body["field"]) == ("check_digit", "serial")
@@ -204,7 +205,9 @@ def test_malformed_gs1_is_400_naming_the_field(read_client, run):
 def test_detail_kind_disambiguates(read_client, run):
     response = read_client.get(f"/api/v1/units/{run.slit.serial}/", {"kind": "coil"})
     assert response.status_code == 404
-    assert response.json()["detail"] == "No electrode coil (mother roll) with serial 'SC-C-000001-A'."
+    assert (
+        response.json()["detail"] == "No electrode coil (mother roll) with serial 'SC-C-000001-A'."
+    )
     response = read_client.get(f"/api/v1/units/{run.slit.serial}/", {"kind": "slitcoil"})
     assert response.status_code == 400
     assert response.json()["field"] == "kind"

@@ -8,9 +8,11 @@ open holds. Skips where no browser is installed; fails under ``QMS_REQUIRE_SERVI
 
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
+from django.db import connections
 
 from tests.conftest import require_service
 from tests.factories import UserFactory, build_plant
@@ -38,7 +40,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOT = Path("/tmp/celltrace-trace-vin.png")
+SCREENSHOTS = Path(tempfile.gettempdir())
 PASSWORD = "Cell-trace-2026"
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
@@ -49,11 +51,16 @@ def texts(locator) -> list[str]:
     return [" ".join(t.split()) for t in locator.all_text_contents()]
 
 
+@pytest.fixture(autouse=True)
+def chromium_present():
+    """Skip (or fail under QMS_REQUIRE_SERVICES=1) before any data is built."""
+    require_service(f"Chromium at {CHROMIUM}", CHROMIUM.exists())
+
+
 @pytest.fixture
 def browser(live_server):
     """Headless Chromium, closed before the live server stops: the server's request threads
     (and their database connections) end with the browser's keep-alive connections."""
-    require_service("chromium (/usr/bin/chromium)", CHROMIUM.exists())
     # Playwright's sync API runs an event loop in this thread; Django then refuses ORM
     # calls from it unless told that this test thread is not async code.
     previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
@@ -67,6 +74,9 @@ def browser(live_server):
                 yield chromium
             finally:
                 chromium.close()
+                # ORM calls made while Playwright's loop runs get their own connection
+                # (asgiref keys connections by context); close it so none is left open.
+                connections.close_all()
     finally:
         if previous is None:
             os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
@@ -81,15 +91,23 @@ def thread(transactional_db, celery_eager):
     return build_vehicle_thread(build_plant())
 
 
-def test_quality_engineer_traces_a_vin_down_to_coil_segments(browser, live_server, thread):
-    UserFactory(username="qe-lena", role="quality_engineer", password=PASSWORD)
+@pytest.fixture
+def quality_engineer(transactional_db):
+    return UserFactory(username="qe-lena", role="quality_engineer", password=PASSWORD)
+
+
+def test_quality_engineer_traces_a_vin_down_to_coil_segments(
+    live_server, thread, quality_engineer, browser
+):
     page = browser.new_page(viewport={"width": 1440, "height": 1000})
     page.set_default_timeout(15_000)
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
 
     # Given: the login page, reached by asking for the trace page.
     page.goto(f"{live_server.url}/trace/")
     assert page.url.startswith(f"{live_server.url}/accounts/login/")
-    page.fill("input[name=username]", "qe-lena")
+    page.fill("input[name=username]", quality_engineer.username)
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_url(f"{live_server.url}/trace/")
@@ -156,16 +174,30 @@ def test_quality_engineer_traces_a_vin_down_to_coil_segments(browser, live_serve
     assert ELECTROLYTE_LOT in supplier.inner_text()
     holds_text = holds.inner_text()
     assert "Vehicle HV insulation resistance out of specification" in holds_text
-    assert f"Electrolyte fill mass out of specification" in holds_text
+    assert "Electrolyte fill mass out of specification" in holds_text
     assert cell_serial(OOS_CELL) in holds_text
     assert holds.locator("tbody tr").count() == 3
     assert unit.locator("[data-testid=unit-status]").inner_text() == "On hold"
 
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    page.screenshot(path=SCREENSHOTS / "celltrace-trace-vin.png", full_page=True)
 
     # A serial in the tree opens that unit's own trace page.
     page.click(f"[data-testid=backward-tree] a:text-is('{cell_serial(OOS_CELL)}')")
     page.wait_for_url(re.compile(rf"/trace/\?serial={cell_serial(OOS_CELL)}$"))
     cell_oos = page.locator("[data-testid=timeline] tr.out-of-spec").inner_text()
     assert "Electrolyte fill mass" in cell_oos and "404.2" in cell_oos
-    page.screenshot(path="/tmp/celltrace-trace-cell.png", full_page=True)
+    page.screenshot(path=SCREENSHOTS / "celltrace-trace-cell.png", full_page=True)
+
+    # An unknown serial: the 404 answer is swapped in with the serial named.
+    page.fill("input[name=serial]", "P126119999999")
+    with page.expect_response(lambda r: "/trace/?serial=" in r.url) as answer:
+        page.press("input[name=serial]", "Enter")
+    assert answer.value.status == 404
+    error = page.locator("[data-testid=trace-error]")
+    error.wait_for()
+    assert "No unit with serial 'P126119999999' is known." in error.inner_text()
+    assert page.locator("[data-testid=unit]").count() == 0
+
+    # Everything the page loaded (htmx, CSS, icon) came from the server itself.
+    assert requested
+    assert [u for u in requested if not u.startswith(live_server.url)] == []

@@ -84,7 +84,8 @@ VINS = ("WVGZZZE2ZSP000101", "WVGZZZE2ZSP000102", "WVGZZZE2ZSP000103")
 
 
 def build_thread(plant: Plant) -> Thread:
-    actor = UserFactory(username="qe-thread", role="quality_engineer")
+    # No password: hashing one costs ~0.5 s per test and nobody logs in as this actor.
+    actor = UserFactory(username="qe-thread", role="quality_engineer", password=None)
     t0 = (timezone.now() - timedelta(days=10)).replace(microsecond=0)
     th = Thread(plant=plant, actor=actor, t0=t0)
     line = plant.line
@@ -95,9 +96,7 @@ def build_thread(plant: Plant) -> Thread:
         return clock[0]
 
     def make(kind: str, serial: str, **kw) -> Unit:
-        unit = unit_create(
-            kind=kind, serial=serial, actor=actor, produced_at=clock[0], **kw
-        )
+        unit = unit_create(kind=kind, serial=serial, actor=actor, produced_at=clock[0], **kw)
         th.units[serial] = unit
         return unit
 
@@ -121,13 +120,21 @@ def build_thread(plant: Plant) -> Thread:
             ("CB-C65-2610-113", 9.0),
         ):
             lot_consume(
-                lot=th[lot], consumer=mix, quantity=kg, quantity_unit="kg", actor=actor,
+                lot=th[lot],
+                consumer=mix,
+                quantity=kg,
+                quantity_unit="kg",
+                actor=actor,
                 linked_at=at(),
             )
     mxa = make(UnitKind.MIX_BATCH, "MXA-260302-01", line=line, material="Graphite slurry")
     lot_consume(
-        lot=th["GR-AG-2608-0311"], consumer=mxa, quantity=450.0, quantity_unit="kg",
-        actor=actor, linked_at=at(),
+        lot=th["GR-AG-2608-0311"],
+        consumer=mxa,
+        quantity=450.0,
+        quantity_unit="kg",
+        actor=actor,
+        linked_at=at(),
     )
 
     for coil, mix, foil in (
@@ -148,7 +155,11 @@ def build_thread(plant: Plant) -> Thread:
     ):
         unit = make(UnitKind.SLIT_COIL, slit, line=line, length_m=hi - lo)
         coil_slit(
-            mother=th[mother], slit_coil=unit, start_m=lo, end_m=hi, actor=actor,
+            mother=th[mother],
+            slit_coil=unit,
+            start_m=lo,
+            end_m=hi,
+            actor=actor,
             linked_at=at(),
         )
 
@@ -162,25 +173,39 @@ def build_thread(plant: Plant) -> Thread:
         cell = make(UnitKind.CELL, cell_serial(i + 1), line=line)
         th.cells.append(cell)
         coil_segment_consume(
-            coil=th[slit], consumer=cell, start_m=start, end_m=start + CATHODE_M_PER_CELL,
-            actor=actor, linked_at=at(),
+            coil=th[slit],
+            consumer=cell,
+            start_m=start,
+            end_m=start + CATHODE_M_PER_CELL,
+            actor=actor,
+            linked_at=at(),
         )
         a_start = anode_start(i + 1)
         coil_segment_consume(
-            coil=th["SC-A260303-001-L1"], consumer=cell, start_m=a_start,
+            coil=th["SC-A260303-001-L1"],
+            consumer=cell,
+            start_m=a_start,
             end_m=anode_end(i + 1),
-            actor=actor, linked_at=at(),
+            actor=actor,
+            linked_at=at(),
         )
         lot_consume(
-            lot=th["EL-LP57-2611-0019"], consumer=cell, quantity=410.0, quantity_unit="g",
-            actor=actor, linked_at=at(),
+            lot=th["EL-LP57-2611-0019"],
+            consumer=cell,
+            quantity=410.0,
+            quantity_unit="g",
+            actor=actor,
+            linked_at=at(),
         )
 
     for m in range(5):
         module = make(UnitKind.MODULE, f"M26110{m + 1:05d}", line=line)
         for slot, cell in enumerate(th.cells[3 * m : 3 * m + 3]):
             unit_assemble(
-                part=cell, assembly=module, slot=f"C{slot + 1:02d}", actor=actor,
+                part=cell,
+                assembly=module,
+                slot=f"C{slot + 1:02d}",
+                actor=actor,
                 linked_at=at(),
             )
     modules = [th[f"M26110{m:05d}"] for m in range(1, 6)]
@@ -188,7 +213,10 @@ def build_thread(plant: Plant) -> Thread:
         pack = make(UnitKind.PACK, f"PK26110{p + 1:05d}", line=line)
         for slot, module in enumerate(members):
             unit_assemble(
-                part=module, assembly=pack, slot=f"M{slot + 1:02d}", actor=actor,
+                part=module,
+                assembly=pack,
+                slot=f"M{slot + 1:02d}",
+                actor=actor,
                 linked_at=at(),
             )
         vehicle = make(UnitKind.VEHICLE, VINS[p])
@@ -200,9 +228,14 @@ def build_thread(plant: Plant) -> Thread:
     for i, cell in enumerate(th.cells[:15]):
         start = t0 + timedelta(days=1, minutes=10 * i)
         visit = visit_record(
-            unit=cell, station=fill, equipment=weigher, started_at=start,
-            ended_at=start + timedelta(minutes=2), program="FILL-105AH-V3",
-            operator="op-117", actor=actor,
+            unit=cell,
+            station=fill,
+            equipment=weigher,
+            started_at=start,
+            ended_at=start + timedelta(minutes=2),
+            program="FILL-105AH-V3",
+            operator="op-117",
+            actor=actor,
         )
         rows.append(
             MeasurementInput(

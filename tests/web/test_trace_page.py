@@ -77,9 +77,7 @@ def test_trace_page_requires_login(client):
 def test_login_form_lands_on_the_trace_page_and_root_redirects_there(client):
     UserFactory(username="qe-lena", role="quality_engineer", password="Cell-trace-2026")
 
-    response = client.post(
-        reverse("login"), {"username": "qe-lena", "password": "Cell-trace-2026"}
-    )
+    response = client.post(reverse("login"), {"username": "qe-lena", "password": "Cell-trace-2026"})
 
     assert response.status_code == 302
     assert response["Location"] == TRACE
@@ -293,7 +291,9 @@ def test_out_of_spec_measurement_is_marked_on_the_cell_timeline(vehicle_thread, 
     assert len(marked) == 1
     assert text(marked[0]).endswith("Electrolyte fill mass CC 404.2 g 405.9 410 414.1 OUT OF SPEC")
     visit = text(re.search(r'<tr class="visit-row.*?</tr>', timeline, re.S).group(0))
-    assert visit.endswith("fill FILL · cw-1 · program FILL-105AH-V3 · operator op-117 OK 1 out of spec")
+    assert visit.endswith(
+        "fill FILL · cw-1 · program FILL-105AH-V3 · operator op-117 OK 1 out of spec"
+    )
 
 
 def test_in_spec_measurement_is_not_marked(vehicle_thread, qe_client):
@@ -359,10 +359,10 @@ def test_long_measurement_series_keeps_out_of_spec_and_summarises_the_rest(
     assert len(shown) == 11  # 1 out of spec + 9 in spec + the summary row
     marked = [text(r) for r in shown if "out-of-spec" in r]
     assert len(marked) == 1
-    assert "Cathode areal weight SC at 23.5 m 23.41 mg/cm² 22.655 23 23.345 OUT OF SPEC" in (
-        marked[0]
+    assert marked[0].endswith(
+        "Cathode areal weight SC at 23.5 m 23.41 mg/cm² 22.655 23 23.345 OUT OF SPEC"
     )
-    assert text(shown[-1]) == "50 more cathode areal weight values in spec, 23–23.09 mg/cm²"
+    assert text(shown[-1]) == "50 more cathode areal weight values in spec, from 23 to 23.09 mg/cm²"
 
 
 # --- holds -------------------------------------------------------------------------------------
@@ -439,7 +439,9 @@ def test_large_downstream_shows_counts_first_units_and_the_recall_csv(
         "1 mix batch 1 coil 1 slit coil 8 cells 2 modules 1 pack 1 vehicle"
     )
     assert text(section(page, "forward-large")).startswith("15 units: too many to draw.")
-    samples = [text(li) for li in re.findall(r"<li>.*?</li>", section(page, "forward-samples"), re.S)]
+    samples = [
+        text(li) for li in re.findall(r"<li>.*?</li>", section(page, "forward-samples"), re.S)
+    ]
     assert samples == [
         "Mix batch 1 MXC-260302-01",
         "Coil 1 CC-260303-001",
@@ -453,6 +455,21 @@ def test_large_downstream_shows_counts_first_units_and_the_recall_csv(
         rf'href="/api/v1/recall-scope/\?serial={CAM_LOT}&amp;format=csv"[^>]*>Recall scope \(CSV\)',
         downstream,
     )
+
+
+def test_recall_scope_link_answers_the_csv_of_every_unit(vehicle_thread, qe_client):
+    page = get(qe_client, CAM_LOT).content.decode()
+    link = re.search(r'<a class="csv-link" href="([^"]+)" data-testid="recall-csv">', page)
+    href = html.unescape(link.group(1))
+
+    response = qe_client.get(href)
+
+    assert href == f"/api/v1/recall-scope/?serial={CAM_LOT}&format=csv"
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/csv")
+    body = b"".join(response.streaming_content).decode()
+    assert VIN in body
+    assert all(cell_serial(n) in body for n in range(1, 9))
 
 
 def test_long_branches_are_shortened_per_kind(vehicle_thread, qe_client, monkeypatch):

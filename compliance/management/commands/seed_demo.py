@@ -19,6 +19,4 @@ class Command(BaseCommand):
             return
         for what, n in sorted(result.created.items()):
             self.stdout.write(f"  created {n:4d} {what}")
-        for what, n in sorted(result.updated.items()):
-            self.stdout.write(f"  updated {n:4d} {what}")
         self.stdout.write(self.style.SUCCESS("Demo plant loaded."))
