@@ -617,6 +617,12 @@ def existing_cells() -> int:
     return Unit.objects.filter(kind="cell").count()
 
 
+def existing_units() -> bool:
+    from genealogy.models import Unit
+
+    return Unit.objects.exists()
+
+
 def wipe() -> None:
     from django.db import connection
 
@@ -643,10 +649,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=20, help="samples per percentile")
     parser.add_argument("--json", action="store_true", help="print only the JSON figures")
     parser.add_argument(
-        "--reuse", action="store_true", help="measure an existing bench plant of this size"
-    )
-    parser.add_argument(
-        "--reset", action="store_true", help="wipe genealogy tables of the bench database first"
+        "--reuse",
+        action="store_true",
+        help="measure the plant already built in the bench database (same --cells)",
     )
     args = parser.parse_args(argv)
     if args.cells < CELLS_PER_PACK * SHUFFLE_PACKS:
@@ -667,22 +672,24 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(msg, file=sys.stderr, flush=True)
 
+    if "bench" not in db_name():
+        # The bench wipes and fills its database: never the plant's own.
+        log(f"refusing to use {db_name()}: a bench database's name contains 'bench'")
+        return 2
     call_command("migrate", verbosity=0)
     # A fixed start keeps serials and times identical between runs of one size.
     t0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
     have = existing_cells()
     figures: dict = {"cells": args.cells, "db": connection.vendor, "database": db_name()}
-    if args.reuse and have == args.cells:
+    if args.reuse:
+        if have != args.cells:
+            log(f"{db_name()} holds {have} cells, not {args.cells}: run without --reuse")
+            return 2
         log(f"reusing the plant of {have} cells in {db_name()}")
         figures["build_s"] = None
     else:
-        if have:
-            if not args.reset:
-                log(f"{db_name()} already holds {have} cells: use --reuse or --reset")
-                return 2
-            if "bench" not in db_name():
-                log(f"refusing to wipe {db_name()}: its name does not contain 'bench'")
-                return 2
+        if existing_units():
+            log(f"wiping the previous plant in {db_name()}")
             wipe()
         log(f"building {args.cells} cells on {connection.vendor} ({db_name()})")
         figures |= build(args.cells, args.seed, t0, log)

@@ -145,13 +145,21 @@ def _m(value: float | None) -> float | None:
     return None if value is None else round(float(value), METRE_DECIMALS)
 
 
-def _active(alias: str, as_of: datetime | None) -> tuple[str, list]:
-    """Links in force: active ones now, or those in force at ``as_of`` (rework undone)."""
+def _active(alias: str, as_of: datetime | None, *, joined: str | None) -> tuple[str, list]:
+    """Links in force: active ones now, or those in force at ``as_of`` (rework undone).
+
+    ``joined`` is the depth column of the row the link is joined to. ``OR depth < 0`` is
+    never true; it ties the test to the join. A test on the link table alone counts as a
+    filter of that table, and with ANALYZE statistics SQLite then builds a Bloom filter over
+    all of genealogy_link at every recursion step (10x slower on 500,000 links).
+    """
+    tie = f" OR {joined} < 0" if joined else ""
     if as_of is None:
-        return f"{alias}.removed_at IS NULL", []
+        return f"({alias}.removed_at IS NULL{tie})", []
     when = _db_dt(as_of)
     return (
-        f"{alias}.linked_at <= %s AND ({alias}.removed_at IS NULL OR {alias}.removed_at > %s)",
+        f"(({alias}.linked_at <= %s AND ({alias}.removed_at IS NULL OR {alias}.removed_at > %s))"
+        f"{tie})",
         [when, when],
     )
 
@@ -208,7 +216,7 @@ class _Seeds:
 
 
 def _forward_cte(seeds: _Seeds, as_of: datetime | None) -> tuple[str, list]:
-    active, a_params = _active("l", as_of)
+    active, a_params = _active("l", as_of, joined="tr.depth")
     slit = LinkKind.SLIT.value
     sql = f"""
         WITH RECURSIVE tr(unit_id, lo, hi, depth) AS (
@@ -232,7 +240,7 @@ def _forward_cte(seeds: _Seeds, as_of: datetime | None) -> tuple[str, list]:
 
 
 def _backward_cte(seeds: _Seeds, as_of: datetime | None) -> tuple[str, list]:
-    active, a_params = _active("l", as_of)
+    active, a_params = _active("l", as_of, joined="tr.depth")
     slit = LinkKind.SLIT.value
     sql = f"""
         WITH RECURSIVE tr(unit_id, lo, hi, depth) AS (
@@ -508,7 +516,7 @@ def _trace_sql(direction: str, seeds: _Seeds, as_of: datetime | None) -> tuple[s
     Times come as text on both databases and are parsed by :func:`_py_dt`: cheaper than
     the driver's per-value time-zone conversion on a 100,000-edge answer."""
     cte, params = _cte(direction, seeds, as_of)
-    active, a_params = _active("l", as_of)
+    active, a_params = _active("l", as_of, joined="n.depth" if direction == FORWARD else None)
     cols = (
         "l.id, l.start_m, l.end_m, l.kind, l.slot, '', l.source_id, l.target_id, "
         "CAST(l.linked_at AS TEXT), CAST(l.removed_at AS TEXT)"
@@ -1068,13 +1076,15 @@ def unit_neighbours(unit: Unit) -> tuple[list[Link], list[Link]]:
 
 
 def is_upstream_of(*, candidate: Unit, unit: Unit) -> bool:
-    """True when ``candidate`` is (transitively) upstream of ``unit``, over active links."""
+    """True when ``candidate`` is (transitively) upstream of ``unit``, over active links.
+
+    (``OR up.id < 0`` is never true: see :func:`_active` on SQLite's Bloom filter.)"""
     sql = f"""
         WITH RECURSIVE up(id) AS (
             SELECT source_id FROM {LINK} WHERE target_id = %s AND removed_at IS NULL
             UNION
             SELECT l.source_id FROM {LINK} l JOIN up ON l.target_id = up.id
-            WHERE l.removed_at IS NULL
+            WHERE (l.removed_at IS NULL OR up.id < 0)
         )
         SELECT 1 FROM up WHERE id = %s LIMIT 1
     """
@@ -1094,7 +1104,7 @@ def upstream_blocked(unit: Unit) -> list[tuple[int, str, str, str, str]]:
             SELECT source_id, 1 FROM {LINK} WHERE target_id = %s AND removed_at IS NULL
             UNION
             SELECT l.source_id, up.depth + 1 FROM {LINK} l JOIN up ON l.target_id = up.id
-            WHERE l.removed_at IS NULL AND up.depth < {MAX_DEPTH}
+            WHERE (l.removed_at IS NULL OR up.depth < 0) AND up.depth < {MAX_DEPTH}
         )
         SELECT u.id, u.kind, u.serial, u.status, u.status_reason
         FROM genealogy_unit u JOIN (SELECT id, MIN(depth) AS depth FROM up GROUP BY id) d

@@ -158,3 +158,4 @@ LOGGING = {
 }
 
 VAR_DIR.mkdir(exist_ok=True)
+STATIC_ROOT.mkdir(exist_ok=True)

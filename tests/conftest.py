@@ -15,6 +15,12 @@ def require_service(name: str, present: bool) -> None:
     pytest.skip(f"{name} not configured")
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """Users are made per test; the production hasher's cost is not what is tested here."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def plant(db):
     from tests.factories import build_plant

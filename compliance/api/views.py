@@ -24,8 +24,8 @@ from compliance.models import Hold, HoldUnit
 from genealogy.api.serializers import unit_resolve
 from genealogy.api.views import ERRORS, kind_param
 from qms.api.filters import station_from_ref
-from qms.api.parsers import BulkJSONParser
 from qms.api.pagination import OldestFirstCursorPagination
+from qms.api.parsers import BulkJSONParser
 from qms.exceptions import NotFound
 
 from . import serializers

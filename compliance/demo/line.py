@@ -522,7 +522,9 @@ class LineRun:
         self._profiles: dict[int, list[tuple[float, float]]] = {}
         self._streak: Streak | None = None
         self._planned_streak_m: float | None = None
-        self.coil_time = end_at  # set in run()
+        # Set by run() from the length of the run: when coils are coated and mounted.
+        self.coil_time = end_at
+        self.mount_time = end_at
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -600,6 +602,17 @@ class LineRun:
         created = measurements_record(rows=rows, actor=self.actors.line)
         self.report.measurements += len(rows)
         holds = out_of_spec_hold(measurement_ids=[m.pk for m in created if not m.in_spec])
+        if not holds:  # the plant's reaction rules do not cover it: the station holds it
+            char = self.h.char(station, code)
+            holds = [
+                hold_place(
+                    units=[unit],
+                    reason=f"{char.name} {value:g} {char.unit} out of specification",
+                    source=HoldSource.STATION,
+                    source_reference=f"{self.spec.code}/{station}/{code}",
+                    actor=self.actors.line,
+                )
+            ]
         for hold in holds:
             self.report.holds.append(f"{hold.number}: {hold.reason}")
         return holds[0]

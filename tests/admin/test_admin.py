@@ -182,6 +182,9 @@ def _empty_inlines() -> dict:
 
 def test_place_hold_action_goes_through_the_service(run):
     operator = staff("operator")
+    changelist = text(operator.get(reverse("admin:genealogy_unit_changelist")))
+    assert 'value="place_hold"' in changelist
+    assert 'name="reason"' in changelist  # typed next to the action
     response = operator.post(
         reverse("admin:genealogy_unit_changelist"),
         {

@@ -39,12 +39,6 @@ def gs1(serial: str, *, gtin: str = GTIN, lot: str = "L2611A") -> str:
     return f"(01){gtin}(21){serial}(10){lot}"
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    """Users are made per test; the production hasher's cost is not what is tested here."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def api_client():
     return APIClient()
