@@ -536,11 +536,12 @@ def measure(cells: int, seed: int, t0: datetime, repeat: int, log) -> dict:
     log(f"forward lot: {out['forward_lot_cells']} cells, {n} nodes streamed")
 
     # A 15 m segment of a cathode mother coil -> slit lanes -> cells -> ... -> VINs.
-    full_mothers = max(1, (lay.mothers["cathode"] - 2))
+    # A defect somewhere in the metres a random cell used (so the segment was consumed).
     segs = []
     for _ in range(repeat):
-        k = rnd.randrange(full_mothers)
-        a = round(rnd.uniform(SLIT_FROM_M, SLIT_TO_M - 15.0), 1)
+        s, pos = slit_index_and_pos(CATHODE, rnd.randrange(cells))
+        k, mother_m = s // LANES, SLIT_FROM_M + pos
+        a = round(min(max(mother_m - rnd.uniform(0.0, 14.0), 0.0), MOTHER_M - 15.0), 1)
         segs.append((Unit.objects.get(kind="coil", serial=f"CC-{k:05d}"), a, a + 15.0))
     queries.recall_scope(
         unit=segs[0][0], start_m=segs[0][1], end_m=segs[0][2], with_comparison=False

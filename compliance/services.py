@@ -215,13 +215,15 @@ def _fmt(value: float) -> str:
 def out_of_spec_hold(*, measurement_ids: Sequence[int]) -> list[Hold]:
     """Hold every discrete unit with one of these out-of-spec measurements.
 
-    One hold per characteristic, naming the values and the limits. Safe to run twice: the
+    One hold per characteristic, naming the values and the limits; scrapped units are left
+    alone (nothing can use them anyway). Safe to run twice: the
     hold of a characteristic's group of measurements is placed once (``source_reference``).
     """
     rows = (
         Measurement.objects.filter(
             pk__in=list(measurement_ids), in_spec=False, unit__kind__in=DISCRETE_KINDS
         )
+        .exclude(unit__status=UnitStatus.SCRAPPED)
         .select_related("characteristic", "unit")
         .order_by("characteristic_id", "unit_id", "pk")
     )

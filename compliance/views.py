@@ -43,6 +43,9 @@ from .models import Hold
 TREE_PER_KIND = 12
 #: Rows of one tree at most; a VIN's upstream of ~450 cells stays readable.
 TREE_ROW_BUDGET = 400
+#: Cells whose own upstream (coil segments, lots) or downstream is drawn; later cells get
+#: one row each (the "Coil segments used" table still covers all of them).
+TREE_CELLS_IN_DETAIL = 12
 #: Above this many downstream units the tree gives way to counts and the first units of
 #: each kind (a material lot feeding 50,000 cells), with the recall-scope CSV for the rest.
 DOWNSTREAM_TREE_MAX_UNITS = 300
@@ -118,7 +121,9 @@ class TreeLine:
     slot: str = ""
     meta: str = ""
     seen: bool = False
+    collapsed: bool = False
     more: int = 0
+    also: list[tuple[str, str]] = field(default_factory=list)  # repeated lots, folded in
 
 
 @dataclass
@@ -263,8 +268,10 @@ def _tree_lines(
 
     The graph is a DAG (one slit coil feeds many cells of a pack): a unit's own upstream or
     downstream is expanded once, later occurrences show the link (its metres, its slot) and
-    point up. Each parent lists at most ``TREE_PER_KIND`` children per kind; the whole tree
-    at most ``TREE_ROW_BUDGET`` rows.
+    point up; a repeated lot with nothing of its own to show (no metres, no slot) is folded
+    into its parent's row. Each parent lists at most ``TREE_PER_KIND`` children per kind,
+    only the first ``TREE_CELLS_IN_DETAIL`` cells are expanded, and the whole tree has at
+    most ``TREE_ROW_BUDGET`` rows.
     """
     backward = trace.direction == genealogy_queries.BACKWARD
     nodes = {n.unit_id: n for n in trace.nodes}
@@ -286,6 +293,7 @@ def _tree_lines(
     lines: list[TreeLine] = []
     expanded: set[int] = set()
     truncated = False
+    cells_left = TREE_CELLS_IN_DETAIL
 
     def line_for(uid: int, edge, depth: int, repeat: bool, seen: bool) -> TreeLine:
         n = nodes[uid]
@@ -325,19 +333,34 @@ def _tree_lines(
         return line
 
     def visit(uid: int, edge, depth: int) -> None:
-        nonlocal truncated
+        nonlocal truncated, cells_left
         if len(lines) >= TREE_ROW_BUDGET:
             truncated = True
             return
         kids = children.get(uid, [])
         repeat = uid in expanded
-        lines.append(line_for(uid, edge, depth, repeat, seen=repeat and bool(kids)))
+        line = line_for(uid, edge, depth, repeat, seen=repeat and bool(kids))
+        lines.append(line)
         if repeat:
             return
         expanded.add(uid)
+        if kids and nodes[uid].kind == UnitKind.CELL and depth > 0:
+            if cells_left <= 0:
+                line.collapsed = True
+                truncated = True
+                return
+            cells_left -= 1
         for kind, group in itertools.groupby(kids, key=lambda ec: nodes[ec[1]].kind):
             group = list(group)
             for e, child in group[:TREE_PER_KIND]:
+                if (
+                    child in expanded
+                    and not children.get(child)
+                    and e.start_m is None
+                    and not e.slot
+                ):
+                    line.also.append((nodes[child].serial, trace_url(nodes[child].serial)))
+                    continue
                 visit(child, e, depth + 1)
             if len(group) > TREE_PER_KIND:
                 truncated = True
@@ -664,6 +687,7 @@ def trace(request: HttpRequest) -> HttpResponse:
         "error": error,
         "can_act": request.user.has_perm("compliance.add_hold"),
         "tree_per_kind": TREE_PER_KIND,
+        "cells_in_detail": TREE_CELLS_IN_DETAIL,
         "first_n": FIRST_N_PER_KIND,
     }
     partial = _wants_partial(request)

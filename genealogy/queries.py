@@ -4,7 +4,8 @@ Trace queries are recursive CTEs over ``genealogy_link``; the same SQL runs on S
 PostgreSQL. The recursion carries ``(unit_id, lo, hi, depth)`` rows, where ``[lo, hi)`` is
 the affected range in that unit's metres (NULL = the whole unit), and deduplicates them with
 ``UNION``. It never carries link or predecessor ids: a pack reached through 448 cells is one
-row, not 448. Edges among the reached units are fetched by a second query.
+row, not 448. Edges among the reached units are selected afterwards from the finished
+recursion (in the same statement), by joining its rows to ``genealogy_link`` once more.
 
 Metre ranges through the graph (``Link.source`` is upstream, ``Link.target`` downstream):
 
@@ -97,23 +98,6 @@ def unit_find(serial: str, *, kind: str | None = None) -> Unit | None:
     return min(units, key=lambda u: KIND_ORDER.index(u.kind))
 
 
-def station_find(ref: str) -> Station | None:
-    """A station by id, ``line/station`` code or ``site/line/station`` code."""
-    ref = (ref or "").strip().strip("/")
-    if not ref:
-        return None
-    qs = Station.objects.select_related("line", "line__site")
-    if ref.isdigit():
-        return qs.filter(pk=int(ref)).first()
-    parts = ref.split("/")
-    if len(parts) == 2:
-        matches = list(qs.filter(line__code=parts[0], code=parts[1])[:2])
-        return matches[0] if len(matches) == 1 else None
-    if len(parts) == 3:
-        return qs.filter(line__site__code=parts[0], line__code=parts[1], code=parts[2]).first()
-    return None
-
-
 def equipment_find(ref: str, *, station: Station) -> Equipment | None:
     """Equipment at ``station`` by id or code."""
     ref = (ref or "").strip()
@@ -196,7 +180,8 @@ class _Seeds:
     def window(
         cls, *, station_id: int, start: datetime, end: datetime, equipment_id: int | None
     ) -> _Seeds:
-        """Units with a visit or a measurement at the station overlapping ``[start, end)``."""
+        """Units that started a visit at the station, or were measured there, in
+        ``[start, end)`` (index range scans on station/equipment and time)."""
         v_eq = " AND v.equipment_id = %s" if equipment_id is not None else ""
         m_eq = " AND m.equipment_id = %s" if equipment_id is not None else ""
         s, e = _db_dt(start), _db_dt(end)
@@ -549,6 +534,8 @@ def _trace_sql(direction: str, seeds: _Seeds, as_of: datetime | None) -> tuple[s
 
 
 def _trace(direction: str, seeds: _Seeds, as_of: datetime | None, **extra) -> Trace:
+    """Run :func:`_trace_sql` and fold its rows: one TraceRow per unit (least depth, merged
+    ranges), each edge once; nodes by depth then id, edges by link id."""
     edges: dict[int, TraceEdge] = {}
     units: dict[int, list] = {}  # unit_id -> [depth, kind, serial, status, line_id, ranges]
     sql, params = _trace_sql(direction, seeds, as_of)
@@ -853,7 +840,7 @@ def recall_scope(
             description = _describe_unit(unit, start_m, end_m)
             inputs = [unit.serial]
             info: dict = {
-                "kind": unit.kind,
+                "kind": str(UnitKind(unit.kind).value),
                 "serial": unit.serial,
                 "start_m": start_m,
                 "end_m": end_m,

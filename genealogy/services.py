@@ -51,7 +51,7 @@ CONSUMPTION_RULES: dict[str, frozenset[str]] = {
 def _stamp(obj, actor: Actor | None, reason: str) -> None:
     """Tell simple-history who made this change and why."""
     obj._history_user = actor
-    obj._change_reason = reason
+    obj._change_reason = reason[:100]  # simple-history keeps 100 characters
 
 
 def _check_not_blocked(unit: Unit, *, field: str) -> None:
@@ -158,7 +158,7 @@ def units_create_bulk(
             code="duplicate",
         )
     return bulk_create_with_history(
-        units, Unit, batch_size=1000, default_user=actor, default_change_reason=reason
+        units, Unit, batch_size=1000, default_user=actor, default_change_reason=reason[:100]
     )
 
 

@@ -36,8 +36,9 @@ HTMX = {"HX-Request": "true", "HX-Target": "trace-result", "HX-Current-URL": "/t
 
 
 def text(fragment: str) -> str:
-    """Visible text of an HTML fragment, whitespace folded."""
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", fragment)).split())
+    """Visible text of an HTML fragment, whitespace folded (links are inline: no space)."""
+    inline = re.sub(r"</?a\b[^>]*>", "", fragment)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", inline)).split())
 
 
 def section(page: str, testid: str) -> str:
@@ -144,7 +145,8 @@ def test_trace_by_vin_shows_pack_modules_cells_coil_segments_and_lots(
     assert tree[6] == "Mix batch MXC-260302-01 NMC811 cathode slurry"
     assert tree[7] == f"Material lot {CAM_LOT} NMC811 cathode active material · Nordkathode GmbH"
     # Cell 8 (slot C04 of the second module) used the last metres; its slit coils were
-    # expanded under cell 1 already.
+    # expanded under cell 1 already, its lots are folded into its row.
+    assert f"Cell {cell_serial(8)} slot C04 also {ELECTROLYTE_LOT}, {SEPARATOR_LOT}" in tree
     assert (
         f"Slit coil [1246.0, 1252.0) m of {CATHODE_SLIT} = [2746.0, 2752.0) m of mother coil "
         f"{CATHODE_MOTHER} (upstream listed above)"
@@ -478,13 +480,31 @@ def test_long_branches_are_shortened_per_kind(vehicle_thread, qe_client, monkeyp
     page = get(qe_client, PACK).content.decode()
 
     tree = rows(page, "backward-tree", "li")
+    lots = f"also {ELECTROLYTE_LOT}, {SEPARATOR_LOT}"
     assert [r for r in tree if r.startswith(("Module", "Cell", "…"))] == [
         f"Module {MODULES[0]} slot M01",
         f"Cell {cell_serial(1)} slot C01",
-        f"Cell {cell_serial(2)} slot C02",
+        f"Cell {cell_serial(2)} slot C02 {lots}",
         "… and 2 more cells",
         f"Module {MODULES[1]} slot M02",
-        f"Cell {cell_serial(5)} slot C01",
-        f"Cell {cell_serial(6)} slot C02",
+        f"Cell {cell_serial(5)} slot C01 {lots}",
+        f"Cell {cell_serial(6)} slot C02 {lots}",
         "… and 2 more cells",
     ]
+
+
+def test_cells_beyond_the_detail_limit_get_one_row_each(vehicle_thread, qe_client, monkeypatch):
+    monkeypatch.setattr(views, "TREE_CELLS_IN_DETAIL", 2)
+
+    page = get(qe_client, VIN).content.decode()
+
+    tree = rows(page, "backward-tree", "li")
+    cells = [r for r in tree if r.startswith("Cell ")]
+    assert cells[1:4] == [
+        f"Cell {cell_serial(2)} slot C02 also {ELECTROLYTE_LOT}, {SEPARATOR_LOT}",
+        f"Cell {cell_serial(3)} slot C03 (upstream on its own page)",
+        f"Cell {cell_serial(4)} slot C04 (upstream on its own page)",
+    ]
+    # vehicle, pack, 2 modules, 8 cells, cell 1's upstream (2 slit coils, 2 coils, 2 mix
+    # batches, 7 lots) and cell 2's 2 slit-coil segments (its lots are folded into its row).
+    assert len(tree) == 1 + 1 + 2 + 8 + 13 + 2
