@@ -53,7 +53,7 @@ FIRST_N_PER_KIND = 25
 #: Assemblies (pack, modules) whose station visits join the root's timeline.
 TIMELINE_MAX_UNITS = 12
 #: Measurements shown per station visit; the rest (in spec) are summarised.
-TIMELINE_MAX_MEASUREMENTS = 40
+TIMELINE_MAX_MEASUREMENTS = 20
 #: Unit ids per open-hold query (keeps clear of bind-parameter limits).
 HOLD_QUERY_CHUNK = 5000
 #: Units of a trace listed per hold.
@@ -74,6 +74,7 @@ KIND_LABELS = {
 }
 STATUS_LABELS = dict(UnitStatus.choices)
 ASSEMBLY_KINDS = (UnitKind.VEHICLE, UnitKind.PACK, UnitKind.MODULE)
+INTERLOCK_KINDS = (UnitKind.CELL, UnitKind.MODULE, UnitKind.PACK)
 LOT_KINDS = (UnitKind.MIX_BATCH, UnitKind.MATERIAL_LOT)
 METRED = (UnitKind.COIL, UnitKind.SLIT_COIL)
 
@@ -591,9 +592,10 @@ def _holds(root: Unit, node_lists: list[list]) -> tuple[list[HoldRow], int]:
 
 
 def _interlock_station(unit: Unit, timeline: list[TimelineRow]) -> Station | None:
-    """Where the unit goes next on its line: the station after its last visit, or the
-    line's first station when it has not visited one yet."""
-    if unit.line_id is None:
+    """Where a cell, module or pack goes next on its line: the station after its last
+    visit, or the line's first station when it has not visited one yet. Coils and lots
+    branch into parallel electrode streams, so "next" is not defined for them."""
+    if unit.line_id is None or unit.kind not in INTERLOCK_KINDS:
         return None
     stations = list(Station.objects.filter(line_id=unit.line_id).order_by("sequence", "code"))
     if not stations:

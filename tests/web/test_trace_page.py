@@ -502,8 +502,8 @@ def test_cells_beyond_the_detail_limit_get_one_row_each(vehicle_thread, qe_clien
     cells = [r for r in tree if r.startswith("Cell ")]
     assert cells[1:4] == [
         f"Cell {cell_serial(2)} slot C02 also {ELECTROLYTE_LOT}, {SEPARATOR_LOT}",
-        f"Cell {cell_serial(3)} slot C03 (upstream on its own page)",
-        f"Cell {cell_serial(4)} slot C04 (upstream on its own page)",
+        f"Cell {cell_serial(3)} slot C03",
+        f"Cell {cell_serial(4)} slot C04",
     ]
     # vehicle, pack, 2 modules, 8 cells, cell 1's upstream (2 slit coils, 2 coils, 2 mix
     # batches, 7 lots) and cell 2's 2 slit-coil segments (its lots are folded into its row).
