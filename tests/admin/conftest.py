@@ -1,5 +1,5 @@
-"""The admin tests use the same small production run as the API tests."""
+"""The admin tests reuse the API tests' plant data and users."""
 
-from tests.api.conftest import actor, fast_password_hashing, hold, run
+from tests.api.conftest import actor, hold, run
 
-__all__ = ["actor", "fast_password_hashing", "hold", "run"]
+__all__ = ["actor", "hold", "run"]
