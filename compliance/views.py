@@ -32,6 +32,7 @@ from django.views.decorators.http import require_GET
 from genealogy import queries as genealogy_queries
 from genealogy.choices import LinkKind, UnitKind, UnitStatus
 from genealogy.models import Unit
+from qms import queries as qms_queries
 from qms.exceptions import DomainError, NotFound
 from qms.models import Station
 
@@ -425,18 +426,6 @@ def _downstream(unit: Unit, details_for) -> tuple[TreeView, list]:
     return _tree_view(forward, details_for(forward.nodes)), forward.nodes
 
 
-def _unit_details(ids: Iterable[int]) -> dict[int, tuple[str, str]]:
-    """Material and supplier of lots and batches (not carried by trace rows).
-
-    A small read of master-like columns for the handful of lot rows in a trace.
-    """
-    ids = list(ids)[:2000]
-    if not ids:
-        return {}
-    rows = Unit.objects.filter(pk__in=ids).values_list("pk", "material", "supplier")
-    return {pk: (material, supplier) for pk, material, supplier in rows}
-
-
 def _segments(trace: genealogy_queries.Trace) -> list[SegmentRow]:
     """The exact metres of every coil and slit coil the root was made from."""
     out = []
@@ -597,7 +586,7 @@ def _interlock_station(unit: Unit, timeline: list[TimelineRow]) -> Station | Non
     branch into parallel electrode streams, so "next" is not defined for them."""
     if unit.line_id is None or unit.kind not in INTERLOCK_KINDS:
         return None
-    stations = list(Station.objects.filter(line_id=unit.line_id).order_by("sequence", "code"))
+    stations = list(qms_queries.station_list(line_id=unit.line_id))
     if not stations:
         return None
     own = [r for r in timeline if r.is_root and r.station.line_id == unit.line_id]
@@ -618,11 +607,13 @@ def trace_result(serial: str) -> TraceResult:
     if unit is None:
         raise NotFound(f"No unit with serial {serial!r} is known.", field="serial")
     backward = genealogy_queries.trace_backward(unit)
-    details = _unit_details(n.unit_id for n in backward.nodes if n.kind in LOT_KINDS)
+    details = genealogy_queries.unit_materials(
+        n.unit_id for n in backward.nodes if n.kind in LOT_KINDS
+    )
 
     def details_for(nodes: list) -> dict[int, tuple[str, str]]:
         ids = [n.unit_id for n in nodes if n.kind in LOT_KINDS and n.unit_id not in details]
-        return {**details, **_unit_details(ids)}
+        return {**details, **genealogy_queries.unit_materials(ids)}
 
     downstream, downstream_nodes = _downstream(unit, details_for)
     timeline, timeline_units = _timeline(unit, backward)

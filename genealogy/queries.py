@@ -1047,16 +1047,28 @@ def unit_timeline(unit: Unit) -> list[TimelineEntry]:
     return out
 
 
-def unit_neighbours(unit: Unit) -> tuple[list[Link], list[Link]]:
-    """``(upstream, downstream)`` links one level from ``unit``, active and removed,
-    oldest first, with the unit at the other end loaded."""
-    upstream = list(
-        Link.objects.filter(target=unit).select_related("source").order_by("linked_at", "id")
-    )
-    downstream = list(
-        Link.objects.filter(source=unit).select_related("target").order_by("linked_at", "id")
-    )
-    return upstream, downstream
+@dataclass(frozen=True)
+class Neighbours:
+    """Links one level from a unit, active and removed, oldest first, at most ``limit``
+    each way (a material lot feeds tens of thousands of cells: the forward trace streams
+    those), with the full counts."""
+
+    upstream: list[Link]
+    upstream_count: int
+    downstream: list[Link]
+    downstream_count: int
+
+
+def unit_neighbours(unit: Unit, *, limit: int = 1000) -> Neighbours:
+    """The unit's links one level up and down, with the unit at the other end loaded."""
+
+    def first(qs) -> tuple[list[Link], int]:
+        rows = list(qs.order_by("linked_at", "id")[: limit + 1])
+        return rows[:limit], (len(rows) if len(rows) <= limit else qs.count())
+
+    upstream, up_count = first(Link.objects.filter(target=unit).select_related("source"))
+    downstream, down_count = first(Link.objects.filter(source=unit).select_related("target"))
+    return Neighbours(upstream, up_count, downstream, down_count)
 
 
 # --- used by services: cycle check and the interlock -----------------------------------------
@@ -1102,3 +1114,13 @@ def upstream_blocked(unit: Unit) -> list[tuple[int, str, str, str, str]]:
     with connection.cursor() as cur:
         cur.execute(sql, [unit.pk])
         return [tuple(row) for row in cur.fetchall()]
+
+
+def unit_materials(unit_ids: Iterable[int]) -> dict[int, tuple[str, str]]:
+    """``{unit id: (material, supplier)}`` for lots and batches, which trace rows do not
+    carry (at most 2,000 units: what a page shows)."""
+    ids = list(unit_ids)[:2000]
+    if not ids:
+        return {}
+    rows = Unit.objects.filter(pk__in=ids).values_list("pk", "material", "supplier")
+    return {pk: (material, supplier) for pk, material, supplier in rows}

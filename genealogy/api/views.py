@@ -22,7 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from genealogy import services
+from genealogy import queries, services
 from genealogy.choices import UnitKind
 from genealogy.models import Link, Measurement, Unit
 from qms.api.parsers import BulkJSONParser
@@ -46,17 +46,6 @@ ERRORS = {
     404: OpenApiResponse(DomainErrorSerializer, description="A referenced serial or id."),
     409: OpenApiResponse(DomainErrorSerializer, description="Refused by a business rule."),
 }
-
-
-def _links(unit: Unit, *, upstream: bool) -> tuple[list[Link], int]:
-    """Links into (``upstream``) or out of the unit, active and removed, oldest first."""
-    if upstream:
-        qs = Link.objects.filter(target=unit).select_related("source")
-    else:
-        qs = Link.objects.filter(source=unit).select_related("target")
-    rows = list(qs.order_by("linked_at", "id")[: DETAIL_LINKS_LIMIT + 1])
-    count = len(rows) if len(rows) <= DETAIL_LINKS_LIMIT else qs.count()
-    return rows[:DETAIL_LINKS_LIMIT], count
 
 
 def kind_param(request: Request) -> str | None:
@@ -104,8 +93,9 @@ class UnitViewSet(viewsets.ReadOnlyModelViewSet):
 
     def retrieve(self, request: Request, serial: str) -> Response:
         unit = unit_resolve(serial, field="serial", kind=kind_param(request))
-        unit.upstream_rows, unit.upstream_count = _links(unit, upstream=True)
-        unit.downstream_rows, unit.downstream_count = _links(unit, upstream=False)
+        links = queries.unit_neighbours(unit, limit=DETAIL_LINKS_LIMIT)
+        unit.upstream_rows, unit.upstream_count = links.upstream, links.upstream_count
+        unit.downstream_rows, unit.downstream_count = links.downstream, links.downstream_count
         return Response(self.get_serializer(unit).data)
 
 

@@ -20,9 +20,7 @@ pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
 @pytest.fixture
 def worker():
-    require_service(
-        "Celery broker (CELERY_BROKER_URL)", settings.QMS_CELERY_BROKER_CONFIGURED
-    )
+    require_service("Celery broker (CELERY_BROKER_URL)", settings.QMS_CELERY_BROKER_CONFIGURED)
     assert not app.conf.task_always_eager
     with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=20) as w:
         yield w

@@ -368,12 +368,16 @@ def test_neighbours_are_one_level_active_and_removed(thread):
         reason="Tab weld resistance high",
     )
 
-    upstream, downstream = queries.unit_neighbours(module)
+    links = queries.unit_neighbours(module)
 
-    assert [(link.source.serial, link.slot, link.removed_at is None) for link in upstream] == [
+    assert (links.upstream_count, links.downstream_count) == (4, 1)
+    upstream = [(li.source.serial, li.slot, li.removed_at is None) for li in links.upstream]
+    assert upstream == [
         (cell_serial(1), "C01", True),
         (cell_serial(2), "C02", True),
         (cell_serial(3), "C03", False),
         (cell_serial(16), "C03", True),
     ]
-    assert [(link.target.serial, link.slot) for link in downstream] == [(PACKS[0], "M01")]
+    assert [(link.target.serial, link.slot) for link in links.downstream] == [(PACKS[0], "M01")]
+    first_two = queries.unit_neighbours(module, limit=2)
+    assert (len(first_two.upstream), first_two.upstream_count) == (2, 4)
