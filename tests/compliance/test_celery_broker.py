@@ -22,6 +22,7 @@ pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 def worker():
     require_service("Celery broker (CELERY_BROKER_URL)", settings.QMS_CELERY_BROKER_CONFIGURED)
     assert not app.conf.task_always_eager
+    app.control.purge()  # tasks that earlier tests queued with no worker running
     with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=20) as w:
         yield w
 
