@@ -1,8 +1,11 @@
 """The roles, as groups with permissions.
 
-* operator: records process data (units, links, visits, measurements); places holds.
-* quality_engineer: all of operator, plus releases holds and edits the control plan.
-* mrb_member: views everything, places and releases holds (disposition).
+* operator: records process data (units, links, visits, measurements, ingest envelopes);
+  places holds.
+* quality_engineer: all of operator, plus releases holds, edits the control plan, replays
+  or discards dead letters, and sends line-stop / hold commands to stations.
+* mrb_member: views everything, places and releases holds (disposition), sends station
+  commands.
 * auditor: view permission on every Celltrace model and nothing else (read-only).
 * integration: API-only accounts of plant systems; the token's scope decides writes.
 
@@ -14,12 +17,14 @@ anything that needs the roles restored (e.g. after a test flushes the database).
 from django.apps import apps as global_apps
 from django.contrib.auth.management import create_permissions
 
-APPS = ["qms", "genealogy", "compliance"]
+APPS = ["qms", "ingest", "files", "opcua", "sparkplug", "genealogy", "compliance"]
 
 ROLES: dict[str, dict[str, list[str]]] = {
     "operator": {
         "genealogy": ["add_unit", "add_link", "change_link", "add_stationvisit", "add_measurement"],
         "compliance": ["add_hold"],
+        "ingest": ["add_ingestmessage"],
+        "files": ["add_importedfile"],
     },
     "quality_engineer": {
         "qms": [
@@ -37,8 +42,14 @@ ROLES: dict[str, dict[str, list[str]]] = {
             "add_measurement",
         ],
         "compliance": ["add_hold", "change_hold"],
+        "ingest": ["add_ingestmessage", "change_deadletter", "add_stationcommand"],
+        "files": ["add_importedfile", "add_fileimportprofile", "change_fileimportprofile"],
     },
-    "mrb_member": {"compliance": ["add_hold", "change_hold"], "genealogy": ["change_unit"]},
+    "mrb_member": {
+        "compliance": ["add_hold", "change_hold"],
+        "genealogy": ["change_unit"],
+        "ingest": ["add_stationcommand"],
+    },
     "auditor": {},
     "integration": {},
 }

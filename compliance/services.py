@@ -12,7 +12,7 @@ from datetime import datetime
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from simple_history.utils import bulk_update_with_history
 
@@ -82,7 +82,6 @@ def hold_place(
         .values_list("unit_id", "previous_status")
     )
     hold = Hold(
-        number=_next_number(when),
         reason=reason.strip(),
         source=source,
         source_reference=source_reference,
@@ -91,7 +90,16 @@ def hold_place(
     )
     hold._history_user = actor
     hold._change_reason = "placed"
-    hold.save()
+    for attempt in range(5):
+        hold.number = _next_number(when)
+        try:
+            with transaction.atomic():
+                hold.save()
+            break
+        except IntegrityError:  # another process took this number a moment ago
+            hold.pk = None
+            if attempt == 4:
+                raise
     HoldUnit.objects.bulk_create(
         [HoldUnit(hold=hold, unit=u, previous_status=carried.get(u.pk, u.status)) for u in locked],
         batch_size=2000,

@@ -18,3 +18,12 @@ class UnitsLinked:
     """Units were consumed into or assembled into others."""
 
     link_ids: tuple[int, ...]
+
+
+@event
+class VisitsRecorded:
+    """Units passed stations: station visits were stored (one event per committed
+    transaction, however many visits it recorded). Genealogy updates each unit's progress."""
+
+    visit_ids: tuple[int, ...]
+    unit_ids: tuple[int, ...]

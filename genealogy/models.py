@@ -25,7 +25,7 @@ from qms.models import Characteristic, Equipment, Line, Station
 
 from .choices import LinkKind, UnitKind, UnitStatus, VisitResult
 
-__all__ = ["Unit", "Link", "StationVisit", "Measurement"]
+__all__ = ["Unit", "Link", "StationVisit", "Measurement", "UnitProgress"]
 
 
 class Unit(models.Model):
@@ -159,7 +159,7 @@ class StationVisit(models.Model):
     result = models.CharField(max_length=4, choices=VisitResult.choices, default=VisitResult.OK)
     program = models.CharField(max_length=64, blank=True, help_text="Recipe or NC program.")
     operator = models.CharField(max_length=64, blank=True)
-    source_message_id = models.CharField(max_length=64, blank=True)
+    source_message_id = models.CharField(max_length=128, blank=True)
 
     class Meta:
         ordering = ["started_at", "id"]
@@ -201,7 +201,7 @@ class Measurement(models.Model):
     in_spec = models.BooleanField()
     measured_at = models.DateTimeField()
     position_m = models.FloatField(null=True, blank=True)
-    source_message_id = models.CharField(max_length=64, blank=True)
+    source_message_id = models.CharField(max_length=128, blank=True)
     recorded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
@@ -216,3 +216,42 @@ class Measurement(models.Model):
 
     def __str__(self) -> str:
         return f"{self.characteristic.code}={self.value:g} on {self.unit}"
+
+
+class UnitProgress(models.Model):
+    """Where a unit is on the line: its latest station visit, and how many stations it has
+    passed. One row per unit that has visited a station.
+
+    Derived from ``StationVisit`` by ``genealogy.progress.unit_progress_update`` (a Celery
+    task after visits commit) and recomputed from all of the unit's visits each time, so
+    late (out-of-order) messages and repeated runs give the same row. ``last_visit_at`` is
+    the start of the latest visit; the latest visit is the one with the greatest
+    ``started_at``. A station counts as passed when the unit's latest visit there is OK.
+    Answers "where is this cell" and "what is at station X" without scanning visits.
+    """
+
+    # Derived data: goes with its unit (units are protected by everything else anyway).
+    unit = models.OneToOneField(
+        Unit, on_delete=models.CASCADE, primary_key=True, related_name="progress"
+    )
+    last_visit = models.ForeignKey(StationVisit, on_delete=models.PROTECT, related_name="+")
+    last_station = models.ForeignKey(Station, on_delete=models.PROTECT, related_name="+")
+    last_visit_at = models.DateTimeField()
+    last_result = models.CharField(max_length=4, choices=VisitResult.choices)
+    stations_passed = models.PositiveIntegerField(
+        default=0, help_text="Stations where the unit's latest visit is OK."
+    )
+    visits = models.PositiveIntegerField(
+        default=0, help_text="Station visits recorded for the unit, retests included."
+    )
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "unit progress"
+        verbose_name_plural = "unit progress"
+        indexes = [
+            models.Index(fields=["last_station", "last_visit_at"], name="progress_station_time_idx")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.unit_id} @ {self.last_station_id} ({self.stations_passed} passed)"

@@ -21,7 +21,7 @@ from qms import events
 from qms.exceptions import InvalidInput, NotFound, Refused
 from qms.models import Characteristic, Equipment, Line, Station
 
-from . import queries
+from . import progress, queries
 from .choices import BLOCKED_STATUSES, METRED_KINDS, LinkKind, UnitKind, VisitResult
 from .events import MeasurementsRecorded, UnitsLinked
 from .models import Link, Measurement, StationVisit, Unit
@@ -468,9 +468,9 @@ def measurements_record(
     rows = list(rows)
     if not rows:
         return []
-    chars = Characteristic.objects.in_bulk({r.characteristic_id for r in rows})
+    chars = Characteristic.objects.order_by().in_bulk({r.characteristic_id for r in rows})
     unit_ids = {r.unit_id for r in rows}
-    known_units = set(Unit.objects.filter(pk__in=unit_ids).values_list("pk", flat=True))
+    known_units = set(Unit.objects.filter(pk__in=unit_ids).order_by().values_list("pk", flat=True))
     horizon = timezone.now() + timedelta(minutes=5)
     objs = []
     for i, r in enumerate(rows):
@@ -535,14 +535,15 @@ def visit_record(
     operator: str = "",
     source_message_id: str = "",
 ) -> StationVisit:
-    """Record a unit's pass through a station."""
+    """Record a unit's pass through a station. Publishes ``VisitsRecorded`` on commit (one
+    event for all the visits of the transaction)."""
     if result not in VisitResult.values:
         raise InvalidInput(f"Unknown result {result!r}.", field="result")
     if equipment is not None and equipment.station_id != station.pk:
         raise InvalidInput(f"{equipment} is not at {station}.", field="equipment")
     if ended_at is not None and ended_at < started_at:
         raise InvalidInput("ended_at is before started_at.", field="ended_at")
-    return StationVisit.objects.create(
+    visit = StationVisit.objects.create(
         unit=unit,
         station=station,
         equipment=equipment,
@@ -553,3 +554,5 @@ def visit_record(
         operator=operator,
         source_message_id=source_message_id,
     )
+    progress.visit_recorded(visit)
+    return visit

@@ -47,3 +47,11 @@ class SpecialCharacteristic(models.TextChoices):
 class IntegrationScope(models.TextChoices):
     READ = "read", "Read only"
     READ_WRITE = "read_write", "Read and write"
+
+
+class CommandTransport(models.TextChoices):
+    """How commands (line stop, hold) reach a station."""
+
+    MQTT = "mqtt", "MQTT command topic qms/<site>/<line>/<station>/command"
+    OPCUA = "opcua", "OPC UA method on the station's server"
+    NONE = "none", "None (the station polls the interlock)"

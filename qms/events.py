@@ -15,6 +15,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from django.db import transaction
 
@@ -56,15 +57,10 @@ def subscribe(event_type: type, handler: Handler, *, app_label: str, description
 
 def publish(evt: object) -> None:
     """Deliver ``evt`` to every subscriber once the current transaction commits."""
-    subs = list(_registry.get(type(evt), ()))
-    if not subs:
-        return
-
-    def deliver() -> None:
-        for sub in subs:
-            sub.handler(evt)
-
-    transaction.on_commit(deliver)
+    for sub in _registry.get(type(evt), ()):
+        # robust: a subscriber that fails is logged and does not keep the others from
+        # reacting (the data they react to is committed already).
+        transaction.on_commit(partial(sub.handler, evt), robust=True)
 
 
 def subscriptions() -> list[Subscription]:

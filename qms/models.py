@@ -10,6 +10,7 @@ from simple_history.models import HistoricalRecords
 
 from .choices import (
     CellFormat,
+    CommandTransport,
     IdentificationMethod,
     IntegrationScope,
     ProcessStep,
@@ -73,6 +74,12 @@ class Station(models.Model):
     name = models.CharField(max_length=120)
     process_step = models.CharField(max_length=24, choices=ProcessStep.choices)
     sequence = models.PositiveIntegerField(help_text="Order of the step on the line.")
+    command_transport = models.CharField(
+        max_length=8,
+        choices=CommandTransport.choices,
+        default=CommandTransport.MQTT,
+        help_text="How line-stop and hold commands reach this station.",
+    )
     history = HistoricalRecords()
 
     class Meta:

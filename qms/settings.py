@@ -30,7 +30,13 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "simple_history",
     # Celltrace, in dependency order (lower layers first).
+    "django_celery_beat",
     "qms",
+    "qms.ingest",
+    "qms.mqtt",
+    "qms.opcua",
+    "qms.sparkplug",
+    "qms.files",
     "genealogy",
     "spc",
     "inspection",
@@ -146,6 +152,21 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = "UTC"
 CELERY_ENABLE_UTC = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
+
+# Shift starts (UTC hours) for the shift ingest summary; keep the beat crontab in step.
+QMS_SHIFT_START_HOURS_UTC = tuple(
+    env.list("QMS_SHIFT_START_HOURS_UTC", cast=int, default=[6, 14, 22])
+)
+# Who gets the scheduled reports by e-mail (comma-separated); empty: logged only.
+QMS_REPORT_RECIPIENTS = env.list("QMS_REPORT_RECIPIENTS", default=[])
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="celltrace@localhost")
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+
+# Largest file the REST upload of the file import takes.
+QMS_FILE_IMPORT_MAX_BYTES = env.int("QMS_FILE_IMPORT_MAX_BYTES", default=64 * 1024 * 1024)
+
+# Who may scrape /metrics without logging in (besides integration tokens): CIDR list.
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"])
 
 # --- MQTT (used by the ingest transports) -------------------------------------------------
 MQTT_URL = env.str("MQTT_URL", default="")

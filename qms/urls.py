@@ -7,6 +7,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 api_v1 = [
     path("plant/", include("qms.api.urls")),
+    path("", include("qms.ingest.api_urls")),
+    path("", include("qms.files.api_urls")),
     path("", include("genealogy.api.urls")),
     path("", include("compliance.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
@@ -19,5 +21,6 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/v1/", include(api_v1)),
+    path("", include("qms.ingest.urls")),
     path("", include("compliance.urls")),
 ]

@@ -1,4 +1,4 @@
-"""API routes for holds, a unit's holds, and the station interlock.
+"""API routes for holds, a unit's holds, the station interlock and station commands.
 
 Command routes come before the router's so ``holds/place/`` is never read as a number.
 """
@@ -6,7 +6,7 @@ Command routes come before the router's so ``holds/place/`` is never read as a n
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from . import views
+from . import commands, views
 
 router = SimpleRouter()
 router.register("holds", views.HoldViewSet, basename="hold")
@@ -17,5 +17,10 @@ urlpatterns = [
     path("holds/<str:number>/units/", views.HoldUnitListView.as_view(), name="hold-units"),
     path("units/<str:serial>/holds/", views.UnitHoldsView.as_view(), name="unit-holds"),
     path("interlock/", views.InterlockView.as_view(), name="interlock"),
+    path(
+        "stations/<path:station>/commands/",
+        commands.StationCommandView.as_view(),
+        name="station-commands",
+    ),
     *router.urls,
 ]

@@ -31,6 +31,7 @@ from qms.choices import (
     ProcessStep,
 )
 from qms.choices import SpecialCharacteristic as SC
+from qms.files import demo as files_demo
 from qms.models import Characteristic, Equipment, Integration, Line, Site, Station
 
 SEED_REASON = "demo plant seeded"
@@ -990,4 +991,6 @@ def seed() -> SeedResult:
     for spec in LINES:
         _seed_line(site, spec, result)
     _seed_users(result)
+    for _profile in files_demo.profiles_seed():
+        result.count("file import profiles")
     return result
