@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -269,20 +269,10 @@ def ingest_raw(
     return [o for o in outcomes if o is not None]
 
 
-#: Transports whose dead letters hold bytes that are not an envelope (a Sparkplug protobuf,
-#: a CSV row) register how to turn an entry back into envelope messages for a replay.
-Replayer = Callable[[DeadLetter], list[RawMessage]]
-_replayers: dict[str, Replayer] = {}
-
-
-def register_replayer(transport: str, replayer: Replayer) -> None:
-    _replayers[transport] = replayer
-
-
 def _replay_messages(entry: DeadLetter) -> list[RawMessage]:
-    replayer = _replayers.get(entry.transport)
-    if replayer is not None:
-        return replayer(entry)
+    """The entry as a message to apply again; only envelopes can be replayed. What a
+    transport received before there was an envelope (a Sparkplug protobuf, a CSV row) is
+    re-sent from its source once the cause is fixed."""
     raw = bytes(entry.raw)
     try:
         parse_json(raw)
@@ -301,8 +291,7 @@ def _replay_messages(entry: DeadLetter) -> list[RawMessage]:
 def dead_letter_replay(*, entry: DeadLetter, actor: AbstractBaseUser) -> Outcome:
     """Try a dead letter again (after master data was fixed). Success (or finding it was
     applied meanwhile) marks the entry resolved; a new failure updates its reason. An entry
-    whose bytes are not an envelope and whose transport registered no replayer is refused
-    (:class:`InvalidInput`) and left as it is."""
+    whose bytes are not an envelope is refused (:class:`InvalidInput`) and left as it is."""
     entry = DeadLetter.objects.select_for_update().get(pk=entry.pk)
     outcomes = ingest_raw(_replay_messages(entry))
     outcome = next((o for o in outcomes if o.status == REJECTED), outcomes[0])
