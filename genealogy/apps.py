@@ -10,11 +10,13 @@ class GenealogyConfig(AppConfig):
 
         # Declare the events this app publishes, so the registry lists them.
         from . import events  # noqa: F401
-        from .handlers import HANDLERS
+        from .handlers import BATCH_HANDLERS, HANDLERS
 
         # The envelope kinds of the digital thread (see genealogy.handlers).
         for kind, handler in HANDLERS.items():
-            ingest_registry.register(kind, handler, app_label=self.label)
+            ingest_registry.register(
+                kind, handler, app_label=self.label, batch_handler=BATCH_HANDLERS.get(kind)
+            )
 
         from qms import events as event_registry
 

@@ -13,25 +13,31 @@ names ``unit_kind`` (``assembly_kind`` for the assembly): then the unit is creat
 station's line the first time it is seen. Every refusal names the envelope field to fix
 (``payload.measurements[3].unit``), never a service argument: the services' own field names
 are translated here. A handler runs inside the savepoint :func:`qms.ingest.services.ingest_raw`
-opens per message, so a refusal leaves nothing behind.
+opens per message, so a refusal leaves nothing behind. ``process_result`` also has a handler
+for a run of messages (:func:`handle_process_results`): it checks every message before it
+writes, refuses each bad one alone, and writes the rest in bulk.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Callable, Iterator, Mapping
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 
+from django.db import transaction
+
 from qms.exceptions import DomainError, InvalidInput, NotFound, Refused
-from qms.ingest.envelope import Envelope, parse_datetime
+from qms.ingest.envelope import Envelope, EnvelopeError, parse_datetime
 from qms.ingest.services import HandlerContext
 from qms.models import Characteristic
 
 from . import queries, services
 from .choices import LinkKind, UnitKind
 from .models import Link, Measurement, StationVisit, Unit
+from .queries import KIND_ORDER
+from .serials import normalise_lookup
 
 #: Kinds made outside the plant's lines (bought material, vehicle bodies): created without
 #: a line, so their serials are not held to a line's serial scheme.
@@ -41,8 +47,6 @@ LINELESS_KINDS = frozenset({UnitKind.MATERIAL_LOT, UnitKind.VEHICLE})
 #: (128 characters at most, like :class:`qms.ingest.models.IngestMessage`).
 VISIT_MESSAGE_ID_LEN = StationVisit._meta.get_field("source_message_id").max_length
 MEASUREMENT_MESSAGE_ID_LEN = Measurement._meta.get_field("source_message_id").max_length
-
-_ROW_FIELD = re.compile(r"^rows\[(\d+)\]\.(\w+)$")
 
 
 # --- field translation -----------------------------------------------------------------------
@@ -145,10 +149,15 @@ def _find_or_create(
 # --- process_result ---------------------------------------------------------------------------
 
 
-def _characteristics(env: Envelope, measurements: list[dict]) -> list[Characteristic]:
+def _station_characteristics(station_id: int) -> dict[str, Characteristic]:
+    rows = Characteristic.objects.filter(station_id=station_id).order_by()
+    return {c.code.lower(): c for c in rows.only("id", "code", "unit", "is_active")}
+
+
+def _characteristics(
+    env: Envelope, measurements: list[dict], by_code: dict[str, Characteristic]
+) -> list[Characteristic]:
     """The characteristic of each measurement, checked against the station and the unit."""
-    rows = Characteristic.objects.filter(station=env.station).order_by()
-    by_code = {c.code.lower(): c for c in rows.only("id", "code", "unit", "is_active")}
     out = []
     for i, m in enumerate(measurements):
         where = f"payload.measurements[{i}]"
@@ -183,14 +192,140 @@ def _characteristics(env: Envelope, measurements: list[dict]) -> list[Characteri
     return out
 
 
-def _measurement_field(field: str | None) -> str:
-    match = _ROW_FIELD.match(field or "")
-    if match is None:
-        return "payload.measurements"
-    name = {"characteristic": "characteristic", "measured_at": "measured_at"}.get(
-        match[2], match[2]
-    )
-    return f"payload.measurements[{match[1]}].{name}"
+class _Units:
+    """The units an ingest batch names, found with one query for the whole batch; units
+    created while the batch is applied are added, so a later message finds them."""
+
+    CHUNK = 900  # serials per query (SQLite's parameter limit)
+
+    def __init__(self, serials: Iterable[str]) -> None:
+        self._lookup: dict[str, str] = {}
+        self._bad: dict[str, DomainError] = {}
+        for raw in set(serials):
+            try:
+                self._lookup[raw] = normalise_lookup(raw)
+            except DomainError as exc:
+                self._bad[raw] = exc
+        wanted = sorted({s for s in self._lookup.values() if s})
+        self._by_serial: dict[str, list[Unit]] = defaultdict(list)
+        for i in range(0, len(wanted), self.CHUNK):
+            rows = Unit.objects.filter(serial__in=wanted[i : i + self.CHUNK]).order_by()
+            for unit in rows.only("id", "serial", "kind", "status", "line_id"):
+                self._by_serial[unit.serial].append(unit)
+
+    def find(self, raw: str, *, field: str, kind: str | None = None) -> Unit | None:
+        """As :func:`genealogy.queries.unit_find`."""
+        if raw in self._bad:
+            raise _relabel(self._bad[raw], field)
+        serial = self._lookup.get(raw)
+        if serial is None:  # a serial the batch did not announce
+            return _find(raw, field=field, kind=kind)
+        units = [u for u in self._by_serial.get(serial, ()) if kind is None or u.kind == kind]
+        return min(units, key=lambda u: KIND_ORDER.index(u.kind)) if units else None
+
+    def add(self, unit: Unit) -> None:
+        self._by_serial[unit.serial].append(unit)
+
+
+def _process_result_visits(
+    env: Envelope,
+    ctx: HandlerContext,
+    units: _Units,
+    characteristics: dict[int, dict[str, Characteristic]],
+) -> list[services.VisitInput]:
+    """Check one ``process_result`` envelope completely and return what it records. The
+    only write is the creation of units first seen here (in a savepoint of its own)."""
+    payload = env.payload
+    measurements = list(payload.get("measurements") or [])
+    if env.station.pk not in characteristics:
+        characteristics[env.station.pk] = _station_characteristics(env.station.pk)
+    chars = _characteristics(env, measurements, characteristics[env.station.pk])
+    started_at = _when(payload, "started_at") or env.sent_at
+    ended_at = _when(payload, "ended_at")
+    if ended_at is not None and ended_at < started_at:
+        raise InvalidInput("ended_at is before started_at.", field="payload.ended_at")
+    measured_at = [
+        _when(m, "measured_at", prefix=f"payload.measurements[{i}]") or env.sent_at
+        for i, m in enumerate(measurements)
+    ]
+    create_kind = payload.get("unit_kind")
+    found: list[Unit | None] = []
+    for i, serial in enumerate(env.serials):
+        unit = units.find(serial, field=_unit_field(env, i), kind=create_kind)
+        if unit is None and create_kind is None:
+            raise NotFound(
+                f"Unknown unit {serial!r} (send 'unit_kind' to create it on its first station).",
+                field=_unit_field(env, i),
+            )
+        found.append(unit)
+    if any(unit is None for unit in found):
+        created: dict[str, Unit] = {}
+        with transaction.atomic():  # all of this message's new units, or none
+            for i, (serial, unit) in enumerate(zip(env.serials, found, strict=True)):
+                if unit is None:
+                    found[i] = created.get(serial) or _find_or_create(
+                        serial,
+                        env=env,
+                        ctx=ctx,
+                        field=_unit_field(env, i),
+                        create_kind=create_kind,
+                        create_kind_field="payload.unit_kind",
+                        length_m=payload.get("length_m"),
+                        produced_at=started_at,
+                    )
+                    created[serial] = found[i]
+        for unit in created.values():
+            units.add(unit)
+    equipment_id = env.equipment.pk if env.equipment else None
+    visit_message_id = env.message_id[:VISIT_MESSAGE_ID_LEN]
+    measurement_message_id = env.message_id[:MEASUREMENT_MESSAGE_ID_LEN]
+    return [
+        services.VisitInput(
+            unit_id=unit.pk,
+            station_id=env.station.pk,
+            started_at=started_at,
+            ended_at=ended_at,
+            equipment_id=equipment_id,
+            result=payload["result"],
+            program=payload.get("program", ""),
+            operator=payload.get("operator", ""),
+            source_message_id=visit_message_id,
+            measurements=tuple(
+                services.MeasurementInput(
+                    unit_id=unit.pk,
+                    characteristic_id=char.pk,
+                    value=float(m["value"]),
+                    measured_at=at,
+                    equipment_id=equipment_id,
+                    position_m=m.get("position_m"),
+                    source_message_id=measurement_message_id,
+                )
+                for m, char, at in zip(measurements, chars, measured_at, strict=True)
+            ),
+        )
+        for unit in found
+    ]
+
+
+def handle_process_results(
+    items: Sequence[tuple[Envelope, HandlerContext]],
+) -> list[Exception | None]:
+    """A run of ``process_result`` messages of one ingest batch, in order: each message is
+    checked as :func:`handle_process_result` checks it and refused alone (its error in the
+    returned list, nothing of it written); the others are written together, with one
+    look-up of units and characteristics and one bulk write of visits and measurements."""
+    units = _Units(serial for env, _ in items for serial in env.serials)
+    characteristics: dict[int, dict[str, Characteristic]] = {}
+    errors: list[Exception | None] = [None] * len(items)
+    visits: list[services.VisitInput] = []
+    for k, (env, ctx) in enumerate(items):
+        try:
+            visits += _process_result_visits(env, ctx, units, characteristics)
+        except (DomainError, EnvelopeError) as exc:
+            errors[k] = exc
+    if visits:
+        services.visits_record(visits=visits, actor=items[0][1].actor)
+    return errors
 
 
 def handle_process_result(env: Envelope, ctx: HandlerContext) -> None:
@@ -199,61 +334,9 @@ def handle_process_result(env: Envelope, ctx: HandlerContext) -> None:
     ``started_at`` defaults to ``sent_at``; each measurement's ``measured_at`` too. With
     ``units`` the same visit and values are recorded for every unit (a tray, an oven batch).
     """
-    payload = env.payload
-    measurements = list(payload.get("measurements") or [])
-    chars = _characteristics(env, measurements)
-    started_at = _when(payload, "started_at") or env.sent_at
-    ended_at = _when(payload, "ended_at")
-    measured_at = [
-        _when(m, "measured_at", prefix=f"payload.measurements[{i}]") or env.sent_at
-        for i, m in enumerate(measurements)
-    ]
-    units = [
-        _find_or_create(
-            serial,
-            env=env,
-            ctx=ctx,
-            field=_unit_field(env, i),
-            create_kind=payload.get("unit_kind"),
-            create_kind_field="payload.unit_kind",
-            length_m=payload.get("length_m"),
-            produced_at=started_at,
-        )
-        for i, serial in enumerate(env.serials)
-    ]
-    rows: list[services.MeasurementInput] = []
-    for unit in units:
-        with _fields(
-            {"result": "payload.result", "ended_at": "payload.ended_at", "equipment": "equipment"}
-        ):
-            visit = services.visit_record(
-                unit=unit,
-                station=env.station,
-                equipment=env.equipment,
-                started_at=started_at,
-                ended_at=ended_at,
-                result=payload["result"],
-                program=payload.get("program", ""),
-                operator=payload.get("operator", ""),
-                source_message_id=env.message_id[:VISIT_MESSAGE_ID_LEN],
-                actor=ctx.actor,
-            )
-        rows += [
-            services.MeasurementInput(
-                unit_id=unit.pk,
-                characteristic_id=char.pk,
-                value=float(m["value"]),
-                measured_at=at,
-                equipment_id=env.equipment.pk if env.equipment else None,
-                visit_id=visit.pk,
-                position_m=m.get("position_m"),
-                source_message_id=env.message_id[:MEASUREMENT_MESSAGE_ID_LEN],
-            )
-            for m, char, at in zip(measurements, chars, measured_at, strict=True)
-        ]
-    if rows:
-        with _fields(_measurement_field):
-            services.measurements_record(rows=rows, actor=ctx.actor)
+    (error,) = handle_process_results([(env, ctx)])
+    if error is not None:
+        raise error
 
 
 # --- consumption ------------------------------------------------------------------------------
@@ -402,6 +485,11 @@ def handle_rework(env: Envelope, ctx: HandlerContext) -> None:
             actor=ctx.actor,
         )
 
+
+#: Kinds that also have a handler for a run of messages at once (see qms.ingest.registry).
+BATCH_HANDLERS: dict[str, Callable[[Sequence[tuple[Envelope, HandlerContext]]], list]] = {
+    "process_result": handle_process_results,
+}
 
 HANDLERS: dict[str, Callable[[Envelope, HandlerContext], None]] = {
     "process_result": handle_process_result,

@@ -34,10 +34,15 @@ _pending = threading.local()
 
 def visit_recorded(visit: StationVisit) -> None:
     """Announce ``visit`` with the others of this transaction once it commits."""
+    visits_recorded([visit.pk])
+
+
+def visits_recorded(visit_ids: Iterable[int]) -> None:
+    """Announce these visits with the others of this transaction once it commits."""
     buffer = getattr(_pending, "visit_ids", None)
     if buffer is None:
         buffer = _pending.visit_ids = []
-    buffer.append(visit.pk)
+    buffer.extend(visit_ids)
     transaction.on_commit(_visits_flush)
 
 

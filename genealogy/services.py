@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
@@ -18,6 +18,7 @@ from django.utils import timezone
 from simple_history.utils import bulk_create_with_history
 
 from qms import events
+from qms.db import bulk_insert, insert_rows
 from qms.exceptions import InvalidInput, NotFound, Refused
 from qms.models import Characteristic, Equipment, Line, Station
 
@@ -441,9 +442,8 @@ def cell_replace(
     return old, new
 
 
-@dataclass(frozen=True)
-class MeasurementInput:
-    """One value to record; ``unit`` and ``characteristic`` are ids or instances."""
+class MeasurementInput(NamedTuple):
+    """One value to record (a named tuple: ingest makes tens of thousands a second)."""
 
     unit_id: int
     characteristic_id: int
@@ -465,13 +465,46 @@ def measurements_record(
     (5 min tolerance); the whole call is refused otherwise, naming the row. ``in_spec`` is
     evaluated against the characteristic's limits. Publishes ``MeasurementsRecorded``.
     """
-    rows = list(rows)
+    return _measurements_write(list(rows), actor=actor, batch_size=batch_size)
+
+
+#: Columns of a measurement row written by :func:`_measurements_write` without instances.
+_MEASUREMENT_COLUMNS = (
+    "unit_id",
+    "characteristic_id",
+    "station_id",
+    "equipment_id",
+    "visit_id",
+    "value",
+    "in_spec",
+    "measured_at",
+    "position_m",
+    "source_message_id",
+    "recorded_by_id",
+)
+
+
+def _measurements_write(
+    rows: list[MeasurementInput],
+    *,
+    actor: Actor | None,
+    known_units: set[int] | None = None,
+    batch_size: int = 2000,
+    instances: bool = True,
+) -> list[Measurement] | list[int]:
+    """:func:`measurements_record` inside the caller's transaction; ``known_units`` when
+    the caller has checked the units already. With ``instances=False`` it returns the new
+    ids only and builds no model instances (the bulk ingest path)."""
     if not rows:
         return []
     chars = Characteristic.objects.order_by().in_bulk({r.characteristic_id for r in rows})
-    unit_ids = {r.unit_id for r in rows}
-    known_units = set(Unit.objects.filter(pk__in=unit_ids).order_by().values_list("pk", flat=True))
+    if known_units is None:
+        unit_ids = {r.unit_id for r in rows}
+        known_units = set(
+            Unit.objects.filter(pk__in=unit_ids).order_by().values_list("pk", flat=True)
+        )
     horizon = timezone.now() + timedelta(minutes=5)
+    actor_id = actor.pk if actor is not None and actor.pk else None
     objs = []
     for i, r in enumerate(rows):
         char = chars.get(r.characteristic_id)
@@ -494,28 +527,37 @@ def measurements_record(
                 field=f"rows[{i}].measured_at",
             )
         objs.append(
-            Measurement(
-                unit_id=r.unit_id,
-                characteristic_id=char.pk,
-                station_id=char.station_id,
-                equipment_id=r.equipment_id,
-                visit_id=r.visit_id,
-                value=float(r.value),
-                in_spec=char.is_in_spec(r.value),
-                measured_at=r.measured_at,
-                position_m=r.position_m,
-                source_message_id=r.source_message_id,
-                recorded_by=actor if actor is not None and actor.pk else None,
+            (
+                r.unit_id,
+                char.pk,
+                char.station_id,
+                r.equipment_id,
+                r.visit_id,
+                float(r.value),
+                char.is_in_spec(r.value),
+                r.measured_at,
+                r.position_m,
+                r.source_message_id,
+                actor_id,
             )
         )
-    created = Measurement.objects.bulk_create(objs, batch_size=batch_size)
-    ids = [m.pk for m in created]
+    if instances:
+        created = bulk_insert(
+            Measurement,
+            [Measurement(**dict(zip(_MEASUREMENT_COLUMNS, row, strict=True))) for row in objs],
+            batch_size=batch_size,
+        )
+        ids = [m.pk for m in created]
+    else:
+        created = ids = insert_rows(Measurement, _MEASUREMENT_COLUMNS, objs)
     events.publish(
         MeasurementsRecorded(
             characteristic_ids=tuple(sorted(chars)),
             first_measurement_id=min(ids),
             last_measurement_id=max(ids),
-            out_of_spec_measurement_ids=tuple(m.pk for m in created if not m.in_spec),
+            out_of_spec_measurement_ids=tuple(
+                pk for pk, row in zip(ids, objs, strict=True) if not row[6]
+            ),
         )
     )
     return created
@@ -556,3 +598,115 @@ def visit_record(
     )
     progress.visit_recorded(visit)
     return visit
+
+
+class VisitInput(NamedTuple):
+    """One station visit to record, with the values measured during it (their
+    ``visit_id`` is filled in when the visit is stored)."""
+
+    unit_id: int
+    station_id: int
+    started_at: datetime
+    ended_at: datetime | None = None
+    equipment_id: int | None = None
+    result: str = VisitResult.OK
+    program: str = ""
+    operator: str = ""
+    source_message_id: str = ""
+    measurements: tuple[MeasurementInput, ...] = ()
+
+
+_VISIT_COLUMNS = (
+    "unit_id",
+    "station_id",
+    "equipment_id",
+    "started_at",
+    "ended_at",
+    "result",
+    "program",
+    "operator",
+    "source_message_id",
+)
+
+
+@transaction.atomic
+def visits_record(*, visits: Sequence[VisitInput], actor: Actor | None) -> list[int]:
+    """Record many station visits and their measurements in one transaction (an ingest
+    batch of hundreds of station results): the same rules as :func:`visit_record` and
+    :func:`measurements_record`, checked for every visit before anything is written; the
+    whole call is refused otherwise, naming ``visits[i]``. Publishes one
+    ``VisitsRecorded`` and one ``MeasurementsRecorded`` on commit. Returns the new visit
+    ids, in order (no model instances: this is the bulk ingest path)."""
+    if not visits:
+        return []
+    equipment_station = dict(
+        Equipment.objects.filter(pk__in={v.equipment_id for v in visits if v.equipment_id})
+        .order_by()
+        .values_list("pk", "station_id")
+    )
+    unit_ids = {v.unit_id for v in visits} | {m.unit_id for v in visits for m in v.measurements}
+    known_units = set(Unit.objects.filter(pk__in=unit_ids).order_by().values_list("pk", flat=True))
+    objs = []
+    for i, v in enumerate(visits):
+        where = f"visits[{i}]"
+        if v.result not in VisitResult.values:
+            raise InvalidInput(f"Unknown result {v.result!r}.", field=f"{where}.result")
+        if v.unit_id not in known_units:
+            raise NotFound(f"Unknown unit id {v.unit_id}.", field=f"{where}.unit")
+        if v.equipment_id is not None and equipment_station.get(v.equipment_id) != v.station_id:
+            raise InvalidInput(
+                f"Equipment {v.equipment_id} is not at station {v.station_id}.",
+                field=f"{where}.equipment",
+            )
+        if v.ended_at is not None and v.ended_at < v.started_at:
+            raise InvalidInput("ended_at is before started_at.", field=f"{where}.ended_at")
+        objs.append(
+            (
+                v.unit_id,
+                v.station_id,
+                v.equipment_id,
+                v.started_at,
+                v.ended_at,
+                v.result,
+                v.program,
+                v.operator,
+                v.source_message_id,
+            )
+        )
+    visit_ids = insert_rows(StationVisit, _VISIT_COLUMNS, objs)
+    progress.visits_recorded(visit_ids)
+    rows = [
+        MeasurementInput(
+            unit_id=m.unit_id,
+            characteristic_id=m.characteristic_id,
+            value=m.value,
+            measured_at=m.measured_at,
+            equipment_id=m.equipment_id,
+            visit_id=visit_id,
+            position_m=m.position_m,
+            source_message_id=m.source_message_id,
+        )
+        for v, visit_id in zip(visits, visit_ids, strict=True)
+        for m in v.measurements
+    ]
+    if rows:
+        try:
+            _measurements_write(rows, actor=actor, known_units=known_units, instances=False)
+        except (InvalidInput, NotFound) as exc:
+            raise type(exc)(
+                exc.message, field=_visit_row_field(visits, exc.field), code=exc.code
+            ) from exc
+    return visit_ids
+
+
+def _visit_row_field(visits: Sequence[VisitInput], field: str | None) -> str | None:
+    """``rows[k].value`` of the flattened measurements as ``visits[i].measurements[j].value``."""
+    if not field or not field.startswith("rows["):
+        return field
+    index, _, rest = field[len("rows[") :].partition("]")
+    k = int(index)
+    for i, v in enumerate(visits):
+        if k < len(v.measurements):
+            return f"visits[{i}].measurements[{k}]{rest}"
+        k -= len(v.measurements)
+    return field

@@ -9,12 +9,15 @@ is an :class:`EnvelopeError` naming the field.
 from __future__ import annotations
 
 import json
+import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
 
+import fastjsonschema
 from django.utils import timezone
 from jsonschema import Draft202012Validator, FormatChecker
 
@@ -26,6 +29,8 @@ SCHEMA_ID = "celltrace.envelope/1"
 SCHEMA_PATH = Path(__file__).parent / "schema" / "envelope-v1.schema.json"
 #: Clocks on the shop floor drift; beyond this a timestamp in the future is refused.
 FUTURE_TOLERANCE = timedelta(minutes=5)
+
+logger = logging.getLogger("celltrace.ingest")
 
 
 class EnvelopeError(Exception):
@@ -86,6 +91,75 @@ def _payload_validator(kind: str) -> Draft202012Validator | None:
     return Draft202012Validator({**defs[kind], "$defs": defs}, format_checker=FormatChecker())
 
 
+def _inline(node: object, defs: dict) -> object:
+    """The schema with its local ``#/$defs/...`` references replaced by their targets (the
+    envelope's definitions are not recursive), so the compiled validator never resolves a
+    reference, let alone fetches one."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            prefix = "#/$defs/"
+            if not ref.startswith(prefix) or ref[len(prefix) :] not in defs:
+                raise ValueError(f"only local $defs references are supported, not {ref!r}")
+            return _inline(defs[ref[len(prefix) :]], defs)
+        return {k: _inline(v, defs) for k, v in node.items() if k not in ("$defs", "$id")}
+    if isinstance(node, list):
+        return [_inline(v, defs) for v in node]
+    return node
+
+
+def _refuse_remote(uri: str):
+    raise ValueError(f"the ingest schema may not reference {uri!r}")
+
+
+def _compile(schema: dict) -> Callable[[object], object] | None:
+    """The schema compiled to Python (fastjsonschema): the fast accept path. ``None`` when it
+    cannot be compiled; the reference validator then does all the work."""
+    try:
+        return fastjsonschema.compile(
+            _inline(schema, schema.get("$defs", {})),
+            handlers={"http": _refuse_remote, "https": _refuse_remote, "": _refuse_remote},
+            # Timestamps are parsed (and refused with their field) after the schema check.
+            formats={"date-time": lambda value: True},
+        )
+    except Exception:
+        logger.warning("ingest schema could not be compiled; validating without it")
+        return None
+
+
+@cache
+def _fast_validator() -> Callable[[object], object] | None:
+    return _compile(_schema())
+
+
+@cache
+def _fast_payload_validator(kind: str) -> Callable[[object], object] | None:
+    reg = registry.get(kind)
+    if reg is not None and reg.payload_schema is not None:
+        return _compile(reg.payload_schema)
+    defs = _schema()["$defs"]
+    return _compile({**defs[kind], "$defs": defs}) if kind in defs else None
+
+
+def _schema_error(
+    fast: Callable[[object], object] | None,
+    validator: Draft202012Validator,
+    doc: object,
+    prefix: str = "",
+):
+    """``None`` when ``doc`` is valid, else (field, error) from the reference validator. The
+    compiled validator answers the common case; the reference validator words the error (and
+    has the last word)."""
+    if fast is not None:
+        try:
+            fast(doc)
+        except fastjsonschema.JsonSchemaValueException:
+            pass
+        else:
+            return None
+    return _first_error(validator, doc, prefix)
+
+
 def _path(error) -> str:
     parts = [str(p) for p in error.absolute_path]
     out = ""
@@ -115,8 +189,14 @@ def parse_json(raw: bytes) -> dict:
     def refuse_constant(name: str):
         raise EnvelopeError(f"{name} is not a number a measurement can have.")
 
+    def finite_float(literal: str) -> float:
+        value = float(literal)
+        if not math.isfinite(value):  # 1e999 overflows to infinity
+            raise EnvelopeError(f"{literal} is not a finite number.")
+        return value
+
     try:
-        doc = json.loads(text, parse_constant=refuse_constant)
+        doc = json.loads(text, parse_constant=refuse_constant, parse_float=finite_float)
     except json.JSONDecodeError as exc:
         raise EnvelopeError(
             f"Not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}."
@@ -124,18 +204,6 @@ def parse_json(raw: bytes) -> dict:
     if not isinstance(doc, dict):
         raise EnvelopeError("The envelope must be a JSON object.")
     return doc
-
-
-def _finite(doc: object, path: str = "payload") -> None:
-    """Refuse NaN and infinities anywhere (they can arrive from non-JSON codecs)."""
-    if isinstance(doc, float) and not math.isfinite(doc):
-        raise EnvelopeError(f"{doc} is not a finite number.", field=path)
-    if isinstance(doc, dict):
-        for k, v in doc.items():
-            _finite(v, f"{path}.{k}")
-    elif isinstance(doc, list):
-        for i, v in enumerate(doc):
-            _finite(v, f"{path}[{i}]")
 
 
 def parse_datetime(value: str, *, field: str, now: datetime | None = None) -> datetime:
@@ -199,11 +267,12 @@ class MasterData:
 
 
 def validate(doc: dict, *, master: MasterData, now: datetime | None = None) -> Envelope:
-    """Validate an envelope document and resolve its master data."""
+    """Validate an envelope document as :func:`parse_json` returns it (every number
+    finite) and resolve its master data."""
     message_id = doc.get("message_id") if isinstance(doc.get("message_id"), str) else ""
     kind = doc.get("kind") if isinstance(doc.get("kind"), str) else ""
     try:
-        found = _first_error(_validator(), doc)
+        found = _schema_error(_fast_validator(), _validator(), doc)
         if found:
             where, err = found
             raise EnvelopeError(f"Schema: {err.message}", field=where)
@@ -212,11 +281,12 @@ def validate(doc: dict, *, master: MasterData, now: datetime | None = None) -> E
             raise EnvelopeError(f"No handler for kind {doc['kind']!r}.", field="kind")
         payload_validator = _payload_validator(doc["kind"])
         if payload_validator is not None:
-            found = _first_error(payload_validator, doc["payload"], "payload")
+            found = _schema_error(
+                _fast_payload_validator(doc["kind"]), payload_validator, doc["payload"], "payload"
+            )
             if found:
                 where, err = found
                 raise EnvelopeError(f"Schema: {err.message}", field=where)
-        _finite(doc["payload"])
         sent_at = parse_datetime(doc["sent_at"], field="sent_at", now=now)
         station = master.station(doc["site"], doc["line"], doc["station"])
         equipment = master.equipment(station, doc["equipment"]) if doc.get("equipment") else None

@@ -4,6 +4,14 @@ An app registers in its ``AppConfig.ready()``::
 
     ingest_registry.register("process_result", handle_process_result, app_label="genealogy")
 
+A kind that arrives in volume may also register a ``batch_handler(items)`` that applies a run
+of consecutive messages of the kind at once: ``items`` is a list of ``(envelope, context)``
+in ``sent_at`` order, and it returns one entry per item, ``None`` when applied or the
+exception that refused it (a :class:`qms.exceptions.DomainError` or an ``EnvelopeError``).
+It must write nothing for a refused item and must give each item the effect and the refusal
+that ``handler`` would give it one message at a time. If it raises, the ingest rolls the run
+back and applies its messages one at a time with ``handler``.
+
 The payload of a kind is validated against the ``$defs/<kind>`` section of the envelope
 schema, or against the ``payload_schema`` given at registration (for kinds that later apps
 add). Transports never know about domain models: they only produce envelopes.
@@ -15,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 Handler = Callable[..., None]
+BatchHandler = Callable[..., list]
 
 
 @dataclass(frozen=True)
@@ -23,6 +32,7 @@ class Registration:
     handler: Handler
     app_label: str
     payload_schema: dict | None
+    batch_handler: BatchHandler | None = None
 
     @property
     def handler_path(self) -> str:
@@ -33,13 +43,19 @@ _handlers: dict[str, Registration] = {}
 
 
 def register(
-    kind: str, handler: Handler, *, app_label: str, payload_schema: dict | None = None
+    kind: str,
+    handler: Handler,
+    *,
+    app_label: str,
+    payload_schema: dict | None = None,
+    batch_handler: BatchHandler | None = None,
 ) -> None:
-    """Make ``handler(envelope, context)`` the one handler of ``kind``."""
+    """Make ``handler(envelope, context)`` the one handler of ``kind`` (and
+    ``batch_handler(items)`` its handler for a run of messages, when given)."""
     current = _handlers.get(kind)
     if current is not None and current.handler is not handler:
         raise RuntimeError(f"Ingest kind {kind!r} is handled by {current.handler_path} already.")
-    _handlers[kind] = Registration(kind, handler, app_label, payload_schema)
+    _handlers[kind] = Registration(kind, handler, app_label, payload_schema, batch_handler)
 
 
 def get(kind: str) -> Registration | None:

@@ -1,10 +1,12 @@
 """Applying envelopes exactly once, and the dead-letter store.
 
 :func:`ingest_raw` is what every transport calls with what it received. One database
-transaction per batch: each envelope is validated, its ``message_id`` recorded (a repeat is
-a duplicate, never applied twice: the unique index decides, also between two workers), and
-its handler run inside a savepoint, in ``sent_at`` order. Bad input never raises: it lands
-in the dead-letter store with the raw bytes and the reason, and the batch goes on. Only an
+transaction per batch: each envelope is validated, the batch's ``message_id``s recorded in
+one bulk insert (a repeat is a duplicate, never applied twice: the unique index decides,
+also between two workers), and the handlers run in ``sent_at`` order: consecutive messages
+of a kind with a batch handler together (bulk writes), the others each in a savepoint. Bad
+input never raises: it lands in the dead-letter store with the raw bytes and the reason,
+its message id is released, and the batch goes on. Only an
 infrastructure failure (the database is down) raises, so the transport does not acknowledge
 and the broker delivers again.
 """
@@ -25,6 +27,7 @@ from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
+from qms.db import bulk_insert
 from qms.exceptions import DomainError, InvalidInput
 
 from . import registry
@@ -34,10 +37,6 @@ from .models import DeadLetter, DeadLetterStatus, IngestMessage, IngestStat, Tra
 ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
 
 logger = logging.getLogger("celltrace.ingest")
-
-
-class _AppliedElsewhere(Exception):
-    """The message id was recorded by another worker while this one was validating."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +152,125 @@ def _stats_add(transport: str, at: datetime, counts: Counter, lags_ms: list[floa
     )
 
 
+def _failure(exc: Exception, env: Envelope) -> EnvelopeError:
+    """A handler's refusal as the dead-letter reason, naming the envelope field."""
+    if isinstance(exc, EnvelopeError):
+        exc.message_id, exc.kind = env.message_id, env.kind
+        return exc
+    if isinstance(exc, DomainError):
+        return EnvelopeError(exc.message, field=exc.field, message_id=env.message_id, kind=env.kind)
+    # A handler bug must not make a poison message: it is kept with the error's name.
+    return EnvelopeError(
+        f"Handler error {type(exc).__name__}: {exc}", message_id=env.message_id, kind=env.kind
+    )
+
+
+def _apply_one(reg: registry.Registration, env: Envelope, ctx: HandlerContext):
+    """Run one message's handler in a savepoint: ``None`` when applied, else the refusal."""
+    try:
+        with transaction.atomic():
+            reg.handler(env, ctx)
+    except (OperationalError, InterfaceError):
+        raise  # the database is away: nothing is acknowledged, the broker redelivers
+    except (DomainError, EnvelopeError) as exc:
+        return exc
+    except Exception as exc:
+        logger.exception("handler of %s failed on %s", env.kind, env.message_id)
+        return exc
+    return None
+
+
+def _apply_run(
+    reg: registry.Registration, run: list[tuple[Envelope, HandlerContext]]
+) -> list[Exception | None]:
+    """Apply consecutive messages of one kind: with the kind's batch handler when it has one
+    (rolled back and retried message by message if it fails as a whole), else one by one."""
+    if reg.batch_handler is None or len(run) < 2:
+        return [_apply_one(reg, env, ctx) for env, ctx in run]
+    try:
+        with transaction.atomic():
+            results = list(reg.batch_handler(run))
+        if len(results) != len(run):
+            raise RuntimeError(f"{len(results)} results for {len(run)} messages")
+        return results
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception:
+        logger.warning(
+            "batch handler of %s failed on %d messages; applying them one by one",
+            run[0][0].kind,
+            len(run),
+            exc_info=True,
+        )
+        return [_apply_one(reg, env, ctx) for env, ctx in run]
+
+
+def _message_row(env: Envelope, msg: RawMessage, received: datetime) -> IngestMessage:
+    return IngestMessage(
+        message_id=env.message_id,
+        kind=env.kind,
+        transport=msg.transport,
+        origin=msg.origin[:300],
+        source=env.source,
+        station=env.station,
+        unit_serial=(env.unit or "")[:64],
+        sent_at=env.sent_at,
+        received_at=received,
+    )
+
+
+def _claim(
+    pending: list[tuple[int, Envelope]],
+    messages: Sequence[RawMessage],
+    now: datetime,
+    outcomes: list[Outcome | None],
+) -> list[tuple[int, Envelope]]:
+    """Record the message ids of this batch (the unique index decides, also between two
+    workers) and return the messages this batch applies; the others are duplicates."""
+    known = set(
+        IngestMessage.objects.filter(message_id__in=[e.message_id for _, e in pending])
+        .order_by()
+        .values_list("message_id", flat=True)
+    )
+    claimed = []
+    for i, env in pending:
+        if env.message_id in known:
+            outcomes[i] = Outcome(DUPLICATE, env.message_id, "applied before")
+        else:
+            claimed.append((i, env))
+    rows = [_message_row(env, messages[i], messages[i].received_at or now) for i, env in claimed]
+    try:
+        with transaction.atomic():
+            bulk_insert(IngestMessage, rows)
+        return claimed
+    except IntegrityError:
+        pass  # another worker holds some of these ids (a redelivery): claim one by one
+    kept = []
+    for (i, env), row in zip(claimed, rows, strict=True):
+        row.pk = None
+        row._state.adding = True
+        try:
+            with transaction.atomic():
+                row.save(force_insert=True)
+        except IntegrityError:
+            outcomes[i] = Outcome(DUPLICATE, env.message_id, "applied by another worker")
+        else:
+            kept.append((i, env))
+    return kept
+
+
+def _runs(items: list[tuple[int, Envelope]]):
+    """Consecutive messages of the same kind, in the given order."""
+    run: list[tuple[int, Envelope]] = []
+    for item in items:
+        if run and item[1].kind != run[-1][1].kind:
+            yield run
+            run = []
+        run.append(item)
+    if run:
+        yield run
+
+
 def ingest_raw(
     messages: Sequence[RawMessage], *, actor: AbstractBaseUser | None = None
 ) -> list[Outcome]:
@@ -184,73 +302,35 @@ def ingest_raw(
         else:
             first_of[env.message_id] = i
             fresh.append((i, env))
-    known = set(
-        IngestMessage.objects.filter(message_id__in=list(first_of)).values_list(
-            "message_id", flat=True
-        )
-    )
+    fresh.sort(key=lambda item: (item[1].sent_at, item[0]))
     counts: Counter = Counter()
     lags: list[float] = []
     with transaction.atomic():
         actor = actor or transport_actor(transport)
-        for i, env in sorted(fresh, key=lambda item: (item[1].sent_at, item[0])):
-            if env.message_id in known:
-                outcomes[i] = Outcome(DUPLICATE, env.message_id, "applied before")
-                continue
-            msg = messages[i]
-            received = msg.received_at or now
-            context = HandlerContext(
-                actor=actor, transport=msg.transport, origin=msg.origin, received_at=received
-            )
-            try:
-                with transaction.atomic():  # the message row and its effect, or neither
-                    try:
-                        with transaction.atomic():
-                            IngestMessage.objects.create(
-                                message_id=env.message_id,
-                                kind=env.kind,
-                                transport=msg.transport,
-                                origin=msg.origin[:300],
-                                source=env.source,
-                                station=env.station,
-                                unit_serial=(env.unit or "")[:64],
-                                sent_at=env.sent_at,
-                                received_at=received,
-                            )
-                    except IntegrityError as exc:
-                        raise _AppliedElsewhere from exc
-                    registry.get(env.kind).handler(env, context)
-            except _AppliedElsewhere:
-                outcomes[i] = Outcome(DUPLICATE, env.message_id, "applied by another worker")
-                continue
-            except (DomainError, EnvelopeError) as exc:
-                reason = getattr(exc, "message", None) or getattr(exc, "reason", str(exc))
-                failures.append(
-                    (
-                        i,
-                        EnvelopeError(
-                            reason, field=exc.field, message_id=env.message_id, kind=env.kind
-                        ),
-                    )
+        claimed = _claim(fresh, messages, now, outcomes) if fresh else []
+        refused_ids: list[str] = []
+        for run in _runs(claimed):
+            reg = registry.get(run[0][1].kind)
+            contexts = [
+                HandlerContext(
+                    actor=actor,
+                    transport=messages[i].transport,
+                    origin=messages[i].origin,
+                    received_at=messages[i].received_at or now,
                 )
-                continue
-            except (OperationalError, InterfaceError):
-                raise  # the database is away: nothing is acknowledged, the broker redelivers
-            except Exception as exc:  # a handler bug must not make a poison message
-                logger.exception("handler of %s failed on %s", env.kind, env.message_id)
-                failures.append(
-                    (
-                        i,
-                        EnvelopeError(
-                            f"Handler error {type(exc).__name__}: {exc}",
-                            message_id=env.message_id,
-                            kind=env.kind,
-                        ),
-                    )
-                )
-                continue
-            outcomes[i] = Outcome(ACCEPTED, env.message_id)
-            lags.append(max(0.0, (received - env.sent_at).total_seconds() * 1000))
+                for i, _ in run
+            ]
+            items = [(env, ctx) for (_, env), ctx in zip(run, contexts, strict=True)]
+            results = _apply_run(reg, items)
+            for (i, env), ctx, error in zip(run, contexts, results, strict=True):
+                if error is None:
+                    outcomes[i] = Outcome(ACCEPTED, env.message_id)
+                    lags.append(max(0.0, (ctx.received_at - env.sent_at).total_seconds() * 1000))
+                else:
+                    failures.append((i, _failure(error, env)))
+                    refused_ids.append(env.message_id)
+        if refused_ids:  # not applied: a replay after the fix must find the id free
+            IngestMessage.objects.filter(message_id__in=refused_ids).delete()
         for i, exc in failures:
             msg = messages[i]
             entry = dead_letter_record(
