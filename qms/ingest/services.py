@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -47,6 +47,10 @@ class RawMessage:
     transport: str
     origin: str
     received_at: datetime | None = None
+    #: What the transport's address says about the envelope (an MQTT topic names site, line,
+    #: station and kind): called with the parsed document, raises ``EnvelopeError`` when
+    #: the two disagree, so the message is refused and counted like any other.
+    check: Callable[[dict], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -289,7 +293,10 @@ def ingest_raw(
     failures: list[tuple[int, EnvelopeError]] = []
     for i, msg in enumerate(messages):
         try:
-            valid.append((i, validate(parse_json(msg.payload), master=master, now=now)))
+            doc = parse_json(msg.payload)
+            if msg.check is not None:
+                msg.check(doc)
+            valid.append((i, validate(doc, master=master, now=now)))
         except EnvelopeError as exc:
             failures.append((i, exc))
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from qms.ingest.envelope import EnvelopeError
+
 ROOT = "qms"
 #: Every station topic: four levels under ``qms/``.
 TOPIC_FILTER = f"{ROOT}/+/+/+/+"
@@ -55,17 +57,21 @@ class Mismatch:
     kind: str = ""
 
 
-def topic_mismatch(topic: StationTopic, payload: bytes) -> Mismatch | None:
-    """Where the envelope in ``payload`` names another site, line, station or kind than
-    its topic. Payloads that are not a JSON object, or lack those fields, are left to the
-    envelope validation (which names the real problem): None for them.
+def topic_mismatch(topic: StationTopic, payload: bytes | dict) -> Mismatch | None:
+    """Where the envelope in ``payload`` (raw bytes or the parsed document) names another
+    site, line, station or kind than its topic. Payloads that are not a JSON object, or lack
+    those fields, are left to the envelope validation (which names the real problem): None
+    for them.
 
     Codes compare without regard to case, as the master-data look-ups do; the kind exactly.
     """
-    try:
-        doc = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        return None
+    if isinstance(payload, dict):
+        doc = payload
+    else:
+        try:
+            doc = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            return None
     if not isinstance(doc, dict):
         return None
     message_id = doc.get("message_id") if isinstance(doc.get("message_id"), str) else ""
@@ -91,3 +97,20 @@ def topic_mismatch(topic: StationTopic, payload: bytes) -> Mismatch | None:
                 kind=kind[:32],
             )
     return None
+
+
+def envelope_check(topic: StationTopic):
+    """The check :class:`qms.ingest.services.RawMessage` runs on the parsed envelope of a
+    message that came on ``topic``: a mismatch is refused (dead letter, counted)."""
+
+    def check(doc: dict) -> None:
+        problem = topic_mismatch(topic, doc)
+        if problem is not None:
+            raise EnvelopeError(
+                problem.reason,
+                field=problem.field,
+                message_id=problem.message_id,
+                kind=problem.kind,
+            )
+
+    return check

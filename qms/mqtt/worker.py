@@ -49,13 +49,12 @@ from qms.ingest.services import (
     REJECTED,
     Outcome,
     RawMessage,
-    dead_letter_record,
     ingest_raw,
     transport_actor,
 )
 
 from .broker import RECEIVE_MAXIMUM_LIMIT, connect_properties, new_client, parse_url
-from .topics import Mismatch, parse_topic, shared_subscription, topic_mismatch
+from .topics import envelope_check, parse_topic, shared_subscription
 
 logger = logging.getLogger("celltrace.ingest.mqtt")
 
@@ -268,18 +267,14 @@ class IngestWorker:
         return batch
 
     def commit(self, batch: Sequence[Received]) -> list[Outcome]:
-        """Apply a batch in one transaction. Topic/envelope mismatches are dead-lettered in
-        the same transaction (their outcomes come last). Raises only when the batch was not
+        """Apply a batch in one transaction; an envelope that disagrees with its topic is
+        refused by the ingest like any bad input. Raises only when the batch was not
         committed (the database failed: nothing of it is written)."""
         raws: list[RawMessage] = []
-        mismatched: list[tuple[Received, Mismatch]] = []
         for r in batch:
             parsed = parse_topic(r.topic)
-            problem = topic_mismatch(parsed, r.payload) if parsed is not None else None
-            if problem is None:
-                raws.append(RawMessage(r.payload, TRANSPORT, r.topic, r.received_at))
-            else:
-                mismatched.append((r, problem))
+            check = envelope_check(parsed) if parsed is not None else None
+            raws.append(RawMessage(r.payload, TRANSPORT, r.topic, r.received_at, check))
         if self._actor is None:
             self._actor = transport_actor(TRANSPORT)
         committed: list[bool] = []
@@ -289,22 +284,6 @@ class IngestWorker:
                 # Registered first, so it runs first of the after-commit callbacks.
                 transaction.on_commit(lambda: committed.append(True))
                 outcomes = ingest_raw(raws, actor=self._actor) if raws else []
-                for r, problem in mismatched:
-                    entry = dead_letter_record(
-                        raw=r.payload,
-                        transport=TRANSPORT,
-                        origin=r.topic,
-                        reason=problem.reason,
-                        field=problem.field,
-                        message_id=problem.message_id,
-                        kind=problem.kind,
-                        at=r.received_at,
-                    )
-                    outcomes.append(
-                        Outcome(
-                            REJECTED, problem.message_id, problem.reason, problem.field, entry.pk
-                        )
-                    )
         except Exception:
             if not committed:
                 raise

@@ -12,7 +12,7 @@ from django.db import OperationalError
 from paho.mqtt.reasoncodes import ReasonCode
 
 from genealogy.models import Measurement
-from qms.ingest.models import DeadLetter, IngestMessage
+from qms.ingest.models import DeadLetter, IngestMessage, IngestStat
 from qms.ingest.services import ingest_raw
 from qms.mqtt import worker as worker_module
 from qms.mqtt.worker import IngestWorker, WorkerConfig
@@ -250,6 +250,8 @@ def test_topic_and_envelope_disagreeing_is_a_dead_letter(plant):
         "The topic names kind 'consumption' but the envelope names 'process_result': a "
         "message is published on its own station's topic."
     )
+    stat = IngestStat.objects.get(transport="mqtt")  # counted like any refusal
+    assert (stat.accepted, stat.rejected) == (1, 2)
 
 
 def test_a_batch_closes_at_its_size_or_its_time():
