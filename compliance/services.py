@@ -19,7 +19,11 @@ from simple_history.utils import bulk_update_with_history
 from genealogy.choices import UnitKind, UnitStatus
 from genealogy.models import Measurement, Unit
 from qms import events
+from qms.choices import CommandTransport, SpecialCharacteristic
 from qms.exceptions import InvalidInput, NotFound, Refused
+from qms.ingest.commands import station_command_send
+from qms.ingest.models import CommandKind
+from qms.models import Characteristic
 
 from .choices import HoldSource, HoldStatus
 from .events import HoldPlaced, HoldReleased
@@ -224,15 +228,17 @@ def out_of_spec_hold(*, measurement_ids: Sequence[int]) -> list[Hold]:
     """Hold every discrete unit with one of these out-of-spec measurements.
 
     One hold per characteristic, naming the values and the limits; scrapped units are left
-    alone (nothing can use them anyway). Safe to run twice: the
-    hold of a characteristic's group of measurements is placed once (``source_reference``).
+    alone (nothing can use them anyway). The station that measured them is told when it has
+    a command transport: stopped for a CC characteristic, else asked to divert the units.
+    Safe to run twice: the hold of a characteristic's group of measurements is placed once
+    (``source_reference``).
     """
     rows = (
         Measurement.objects.filter(
             pk__in=list(measurement_ids), in_spec=False, unit__kind__in=DISCRETE_KINDS
         )
         .exclude(unit__status=UnitStatus.SCRAPPED)
-        .select_related("characteristic", "unit")
+        .select_related("characteristic__station__line__site", "unit")
         .order_by("characteristic_id", "unit_id", "pk")
     )
     by_char: dict[int, list[Measurement]] = {}
@@ -253,13 +259,31 @@ def out_of_spec_hold(*, measurement_ids: Sequence[int]) -> list[Hold]:
             f"USL {_fmt(char.usl) if char.usl is not None else '-'} {char.unit}"
         )
         actor = actor or system_actor()
-        holds.append(
-            hold_place(
-                units=[m.unit for m in measurements],
-                reason=f"{char.name} out of specification ({limits}): {', '.join(worst)}",
-                source=HoldSource.OUT_OF_SPEC,
-                source_reference=reference,
-                actor=actor,
-            )
+        hold = hold_place(
+            units=[m.unit for m in measurements],
+            reason=f"{char.name} out of specification ({limits}): {', '.join(worst)}",
+            source=HoldSource.OUT_OF_SPEC,
+            source_reference=reference,
+            actor=actor,
         )
+        _station_react(hold=hold, characteristic=char, units=[m.unit for m in measurements])
+        holds.append(hold)
     return holds
+
+
+def _station_react(*, hold: Hold, characteristic: Characteristic, units: Sequence[Unit]) -> None:
+    """Tell the station that measured it: a critical characteristic (CC) out of
+    specification stops the station, any other one asks it to divert the held units. A
+    station without a command transport reads the interlock instead; nothing is sent."""
+    station = characteristic.station
+    if station.command_transport == CommandTransport.NONE:
+        return
+    critical = characteristic.special_class == SpecialCharacteristic.CC
+    station_command_send(
+        station=station,
+        kind=CommandKind.LINE_STOP if critical else CommandKind.HOLD,
+        reason=f"Hold {hold.number}: {hold.reason}"[:1000],
+        actor=hold.placed_by,
+        reference=hold.number,
+        unit_serials=[u.serial for u in units],
+    )

@@ -11,7 +11,10 @@ from compliance.services import out_of_spec_hold
 from genealogy.choices import UnitKind, UnitStatus
 from genealogy.models import Measurement
 from genealogy.services import MeasurementInput, measurements_record, unit_create
+from qms.choices import CommandTransport, SpecialCharacteristic
+from qms.ingest.models import CommandKind, CommandStatus, StationCommand
 from tests.factories import UserFactory
+from tests.ingest.mqtt_support import free_port
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_eager")]
 
@@ -70,3 +73,46 @@ def test_in_spec_measurements_place_no_hold(plant):
     operator = UserFactory(username="op", role="operator")
     _fill(plant, operator, [408.0, 410.0, 413.9])
     assert not Hold.objects.exists()
+
+
+def test_a_station_without_a_command_transport_is_not_sent_anything(plant):
+    station = plant.chars["fill_mass"].station
+    station.command_transport = CommandTransport.NONE  # it polls the interlock
+    station.save()
+    _fill(plant, UserFactory(username="op", role="operator"), [404.1])
+    assert Hold.objects.count() == 1
+    assert not StationCommand.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("special", "kind"),
+    [(SpecialCharacteristic.CC, CommandKind.LINE_STOP), (SpecialCharacteristic.SC, "hold")],
+)
+def test_the_hold_tells_the_station_stop_for_cc_divert_otherwise(plant, settings, special, kind):
+    """Fill mass out of spec at a station commanded over MQTT: a CC characteristic stops the
+    station, an SC one asks it to divert the held cell; the command names the hold."""
+    settings.MQTT_URL = f"mqtt://127.0.0.1:{free_port()}"  # recorded, then failed: no broker
+    char = plant.chars["fill_mass"]
+    char.special_class = special
+    char.save()
+    station = char.station
+    station.command_transport = CommandTransport.MQTT
+    station.save()
+
+    cells = _fill(plant, UserFactory(username="op", role="operator"), [410.2, 404.1])
+
+    hold = Hold.objects.get()
+    command = StationCommand.objects.get()
+    assert (command.station, command.kind, command.reference, command.unit_serials) == (
+        station,
+        kind,
+        hold.number,
+        [cells[1].serial],
+    )
+    assert command.reason == f"Hold {hold.number}: {hold.reason}"
+    assert command.requested_by.username == "celltrace-rules"
+    assert (
+        command.target == f"qms/{station.line.site.code}/{station.line.code}/{station.code}/command"
+    )
+    assert command.status == CommandStatus.FAILED
+    assert "Connection refused" in command.error or "refused" in command.error.lower()

@@ -18,7 +18,7 @@ from genealogy.choices import UnitStatus, VisitResult
 from genealogy.models import Measurement, StationVisit, Unit
 from qms.choices import CommandTransport
 from qms.ingest.commands import station_command_send
-from qms.ingest.models import CommandStatus, DeadLetter, IngestMessage
+from qms.ingest.models import CommandStatus, DeadLetter, IngestMessage, StationCommand
 from qms.models import Station
 from qms.opcua.models import OpcUaNodeMap
 from qms.opcua.simulator import EVALUATION_NOT_OK, EVALUATION_OK, IDLE, STOPPED
@@ -142,6 +142,8 @@ def test_out_of_spec_fill_puts_the_cell_on_hold(plant, celery_eager):
         client = client_thread().start()
         sim_thread.call(lambda s: s.produce(2))
         assert client.wait_for(_done(2), WAIT_S), client.stats
+        stopped_state = sim.fill.status.state
+        stop_requests = list(sim.fill.status.stop_requests)
         client.stop()
         low, good = sim.results
 
@@ -158,6 +160,14 @@ def test_out_of_spec_fill_puts_the_cell_on_hold(plant, celery_eager):
     assert f"{low.serial} {low.values['FillMass']:.6g} g" in hold.reason
     assert StationVisit.objects.get(unit=held).result == VisitResult.NOK
     assert Measurement.objects.get(unit=held).in_spec is False
+    # and the hold's reaction called the station's Stop method with the hold as the reason
+    command = StationCommand.objects.get()
+    assert (command.reference, command.unit_serials) == (hold.number, [low.serial])
+    assert command.status == CommandStatus.SENT, command.error
+    assert command.target == f"{config.endpoint} ns=2;s=FILL-01.Stop"
+    assert stop_requests == [command.reason]
+    assert command.reason.startswith(f"Hold {hold.number}: ")
+    assert stopped_state == STOPPED
 
 
 def test_hold_command_calls_the_stations_stop_method(plant):
