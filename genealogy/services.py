@@ -491,10 +491,12 @@ def _measurements_write(
     known_units: set[int] | None = None,
     batch_size: int = 2000,
     instances: bool = True,
+    visit_ids: Sequence[int] | None = None,
 ) -> list[Measurement] | list[int]:
     """:func:`measurements_record` inside the caller's transaction; ``known_units`` when
-    the caller has checked the units already. With ``instances=False`` it returns the new
-    ids only and builds no model instances (the bulk ingest path)."""
+    the caller has checked the units already, ``visit_ids`` (one per row) instead of the
+    rows' own. With ``instances=False`` it returns the new ids only and builds no model
+    instances (the bulk ingest path)."""
     if not rows:
         return []
     chars = Characteristic.objects.order_by().in_bulk({r.characteristic_id for r in rows})
@@ -532,7 +534,7 @@ def _measurements_write(
                 char.pk,
                 char.station_id,
                 r.equipment_id,
-                r.visit_id,
+                r.visit_id if visit_ids is None else visit_ids[i],
                 float(r.value),
                 char.is_in_spec(r.value),
                 r.measured_at,
@@ -675,23 +677,21 @@ def visits_record(*, visits: Sequence[VisitInput], actor: Actor | None) -> list[
         )
     visit_ids = insert_rows(StationVisit, _VISIT_COLUMNS, objs)
     progress.visits_recorded(visit_ids)
-    rows = [
-        MeasurementInput(
-            unit_id=m.unit_id,
-            characteristic_id=m.characteristic_id,
-            value=m.value,
-            measured_at=m.measured_at,
-            equipment_id=m.equipment_id,
-            visit_id=visit_id,
-            position_m=m.position_m,
-            source_message_id=m.source_message_id,
-        )
+    rows = [m for v in visits for m in v.measurements]
+    row_visits = [
+        visit_id
         for v, visit_id in zip(visits, visit_ids, strict=True)
-        for m in v.measurements
+        for _ in range(len(v.measurements))
     ]
     if rows:
         try:
-            _measurements_write(rows, actor=actor, known_units=known_units, instances=False)
+            _measurements_write(
+                rows,
+                actor=actor,
+                known_units=known_units,
+                instances=False,
+                visit_ids=row_visits,
+            )
         except (InvalidInput, NotFound) as exc:
             raise type(exc)(
                 exc.message, field=_visit_row_field(visits, exc.field), code=exc.code
