@@ -1,5 +1,7 @@
 """Domain events published by genealogy (delivered after commit, see ``qms.events``)."""
 
+from datetime import datetime
+
 from qms.events import event
 
 
@@ -11,6 +13,9 @@ class MeasurementsRecorded:
     first_measurement_id: int
     last_measurement_id: int
     out_of_spec_measurement_ids: tuple[int, ...] = ()
+    #: ``(characteristic_id, measured_at)`` of the earliest new value of each characteristic:
+    #: where an evaluation in time order has to start again (values may arrive late).
+    earliest_measured_at: tuple[tuple[int, datetime], ...] = ()
 
 
 @event

@@ -552,9 +552,15 @@ def _measurements_write(
         ids = [m.pk for m in created]
     else:
         created = ids = insert_rows(Measurement, _MEASUREMENT_COLUMNS, objs)
+    earliest: dict[int, datetime] = {}
+    for row in objs:
+        char_id, at = row[1], row[7]
+        if char_id not in earliest or at < earliest[char_id]:
+            earliest[char_id] = at
     events.publish(
         MeasurementsRecorded(
             characteristic_ids=tuple(sorted(chars)),
+            earliest_measured_at=tuple(sorted(earliest.items())),
             first_measurement_id=min(ids),
             last_measurement_id=max(ids),
             out_of_spec_measurement_ids=tuple(

@@ -304,3 +304,25 @@ def test_adjacent_segments_are_fine_overlapping_ones_are_not(plant, actor):
         (10.0, 10.9),
         (10.9, 11.8),
     ]
+
+
+def test_the_event_names_each_characteristics_earliest_new_value(plant, actor, monkeypatch):
+    """SPC restarts its evaluation in time order from there (values may arrive late)."""
+    from genealogy.events import MeasurementsRecorded
+    from qms import events
+
+    published = []
+    monkeypatch.setattr(events, "publish", published.append)
+    cell = unit_create(kind=UnitKind.CELL, serial="P126480000001", line=plant.line, actor=actor)
+    fill = plant.chars["fill_mass"]
+    at = timezone.now() - timedelta(hours=1)
+    measurements_record(
+        rows=[
+            MeasurementInput(cell.pk, fill.pk, 410.2, at + timedelta(minutes=5)),
+            MeasurementInput(cell.pk, fill.pk, 410.4, at),  # late: measured first
+        ],
+        actor=actor,
+    )
+    [evt] = [e for e in published if isinstance(e, MeasurementsRecorded)]
+    assert evt.characteristic_ids == (fill.pk,)
+    assert evt.earliest_measured_at == ((fill.pk, at),)
