@@ -199,7 +199,8 @@ def parse_json(raw: bytes) -> dict:
         doc = json.loads(text, parse_constant=refuse_constant, parse_float=finite_float)
     except json.JSONDecodeError as exc:
         raise EnvelopeError(
-            f"Not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}."
+            f"Not valid JSON: {exc.msg.removesuffix(' at')} at line {exc.lineno} "
+            f"column {exc.colno}."
         ) from exc
     if not isinstance(doc, dict):
         raise EnvelopeError("The envelope must be a JSON object.")

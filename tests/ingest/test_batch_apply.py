@@ -313,3 +313,9 @@ def test_a_large_run_on_the_bulk_path_lands_exactly_once(cyl, t0):
     assert statuses(again) == ["duplicate"] * 120
     assert Measurement.objects.count() == StationVisit.objects.count() == 120
     assert IngestMessage.objects.count() == 120
+
+
+def test_truncated_json_is_worded_once(cyl, t0):
+    text = json.dumps(fill_result(cell(1), message_id="FILL-01:1", sent_at=t0))
+    (outcome,) = ingest_raw([raw(text[:40].encode())])
+    assert outcome.reason == "Not valid JSON: Unterminated string starting at line 1 column 39."

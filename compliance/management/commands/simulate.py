@@ -4,6 +4,11 @@
 both lines, modules, packs, VINs, a few injected faults) in one transaction.
 ``simulate --live`` keeps producing one module's worth of cells every few seconds, on the
 lines in turn, until SIGINT or SIGTERM (or ``--iterations`` batches).
+
+``simulate --transport direct|rest|mqtt|opcua`` sends the same kind of run as ingest
+envelopes through that transport instead (:mod:`compliance.demo.stream`,
+:mod:`compliance.demo.transports`), at ``--rate`` messages per second, with ``--faults`` on
+request, and prints what was sent and what ingest answered.
 """
 
 from __future__ import annotations
@@ -13,13 +18,20 @@ import threading
 import time
 from datetime import UTC, datetime
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from compliance.demo import line, plant
+from compliance.demo import line, plant, transports
+from compliance.demo.stream import build_stream
 from qms.exceptions import DomainError
+from qms.mqtt.broker import parse_url
+
+DEFAULT_INGEST_URL = "http://127.0.0.1:8000/api/v1/ingest/"
+#: The demo's read-write integration (local demo only; ``demo_logins`` prints it).
+DEFAULT_TOKEN = next(i.token for i in plant.DEMO_INTEGRATIONS if i.scope == "read_write")
 
 
 def _parse_until(raw: str | None) -> datetime:
@@ -62,10 +74,55 @@ class Command(BaseCommand):
         parser.add_argument(
             "--interval", type=float, default=5.0, help="Live mode: seconds between batches."
         )
+        parser.add_argument(
+            "--transport",
+            choices=transports.TRANSPORTS,
+            default=None,
+            help="Send the run as ingest envelopes through this transport (default: write "
+            "through the services in one transaction).",
+        )
+        parser.add_argument(
+            "--rate",
+            type=float,
+            default=0.0,
+            help="Messages per second with --transport (0: as fast as the transport takes them).",
+        )
+        parser.add_argument(
+            "--faults",
+            default="",
+            help="With --transport: comma-separated "
+            f"{', '.join(transports.FAULTS)}, each with =N (count) or =R (rate below 1), "
+            "e.g. duplicates=5,malformed=0.01,broker-restart.",
+        )
+        parser.add_argument(
+            "--url", default=DEFAULT_INGEST_URL, help="REST: the ingest endpoint (or server)."
+        )
+        parser.add_argument(
+            "--token", default=DEFAULT_TOKEN, help="REST: a read_write integration token."
+        )
+        parser.add_argument(
+            "--mqtt-url",
+            default=None,
+            help="MQTT: the broker (default MQTT_URL, else mqtt://127.0.0.1:1883).",
+        )
+        parser.add_argument(
+            "--broker-restart-cmd",
+            default=transports.DEFAULT_BROKER_RESTART_CMD,
+            help="MQTT: the shell command the broker-restart fault runs half-way.",
+        )
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            default=500,
+            help="direct, REST, OPC UA: messages per ingest transaction / call.",
+        )
 
     def handle(self, *args, **opts) -> None:
         if opts["cells"] < 0:
             raise CommandError("--cells must not be negative.")
+        if opts["transport"]:
+            self._stream(opts)
+            return
         plant.seed()
         if opts["live"]:
             self._live(seed=opts["seed"], iterations=opts["iterations"], interval=opts["interval"])
@@ -127,3 +184,94 @@ class Command(BaseCommand):
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         self.stdout.write(f"Live line stopped after {done} batches.")
+
+    # -- through the transports ------------------------------------------------------------
+
+    def _check_stream_options(self, opts) -> dict:
+        """Every option checked before anything is written."""
+        if opts["live"]:
+            raise CommandError("--live writes through the services; it takes no --transport.")
+        if opts["rate"] < 0:
+            raise CommandError("--rate must not be negative.")
+        if opts["batch_size"] < 1:
+            raise CommandError("--batch-size must be at least 1.")
+        try:
+            faults = transports.parse_faults(opts["faults"])
+        except ValueError as exc:
+            raise CommandError(f"--faults: {exc}") from exc
+        if "broker-restart" in faults and opts["transport"] != "mqtt":
+            raise CommandError("--faults broker-restart needs --transport mqtt.")
+        if opts["transport"] == "rest":
+            try:
+                transports.ingest_url(opts["url"])
+            except ValueError as exc:
+                raise CommandError(f"--url: {exc}") from exc
+        if opts["transport"] == "mqtt":
+            opts["mqtt_url"] = opts["mqtt_url"] or settings.MQTT_URL or "mqtt://127.0.0.1:1883"
+            try:
+                parse_url(opts["mqtt_url"])
+            except ValueError as exc:
+                raise CommandError(f"--mqtt-url: {exc}") from exc
+        return faults
+
+    def _sink(self, opts) -> transports.Sink:
+        log = self._log
+        batching = {"batch_size": opts["batch_size"], "log": log}
+        transport = opts["transport"]
+        if transport == "direct":
+            return transports.DirectSink(**batching)
+        if transport == "rest":
+            return transports.RestSink(url=opts["url"], token=opts["token"], **batching)
+        if transport == "mqtt":
+            return transports.MqttSink(opts["mqtt_url"], log=log)
+        stations = transports.opcua_stations(site=plant.SITE_CODE, line=plant.CYLINDRICAL.code)
+        return transports.OpcUaSink(
+            direct=transports.DirectSink(**batching), stations=stations, log=log
+        )
+
+    def _log(self, text: str) -> None:
+        self.stderr.write(text)
+        self.stderr.flush()
+
+    def _stream(self, opts) -> None:
+        faults = self._check_stream_options(opts)
+        end_at = _parse_until(opts["until"])
+        plant.seed()
+        stream = build_stream(
+            cells=opts["cells"], seed=opts["seed"], end_at=end_at, faults=not opts["no_faults"]
+        )
+        plan = transports.plan_delivery(
+            stream, faults, broker_restart_cmd=opts["broker_restart_cmd"]
+        )
+        for summary in stream.lines:
+            self.stdout.write(summary.summary())
+        if not stream.messages:
+            self.stdout.write("Nothing to send.")
+            return
+        rate = f"{opts['rate']:g} messages/s" if opts["rate"] else "as fast as it takes them"
+        self.stdout.write(
+            f"Sending {len(plan.messages):,} messages through {opts['transport']}, {rate} "
+            f"(sent_at {stream.messages[0].doc['sent_at']} .. "
+            f"{stream.messages[-1].doc['sent_at']})."
+        )
+        try:
+            sink = self._sink(opts)
+            report = transports.deliver(plan, sink, rate=opts["rate"], log=self._log)
+        except transports.DeliveryError as exc:
+            raise CommandError(str(exc)) from exc
+        kinds = ", ".join(f"{kind} {n:,}" for kind, n in sorted(report.by_kind.items()))
+        self.stdout.write(f"Sent per kind: {kinds}")
+        injected = ", ".join(f"{name} {n}" for name, n in plan.injected.items() if n)
+        self.stdout.write(f"Faults injected: {injected or 'none'}")
+        for note in plan.notes[: transports.REJECTIONS_SHOWN]:
+            self.stdout.write(f"    {note}")
+        if len(plan.notes) > transports.REJECTIONS_SHOWN:
+            self.stdout.write(f"    ... and {len(plan.notes) - transports.REJECTIONS_SHOWN:,} more")
+        for text in sink.report():
+            self.stdout.write(text)
+        per_s = report.sent / report.elapsed_s if report.elapsed_s else 0.0
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Sent {report.sent:,} messages in {report.elapsed_s:.1f} s ({per_s:.0f}/s)."
+            )
+        )
