@@ -30,6 +30,7 @@ from django.db import transaction
 
 from qms.exceptions import DomainError, InvalidInput, NotFound, Refused
 from qms.ingest.envelope import Envelope, EnvelopeError, parse_datetime
+from qms.ingest.registry import UNKNOWN_UNIT
 from qms.ingest.services import HandlerContext
 from qms.models import Characteristic
 
@@ -100,7 +101,7 @@ def _find(serial: str, *, field: str, kind: str | None = None) -> Unit | None:
 def _require(serial: str, *, field: str, what: str = "unit") -> Unit:
     unit = _find(serial, field=field)
     if unit is None:
-        raise NotFound(f"Unknown {what} {serial!r}.", field=field)
+        raise NotFound(f"Unknown {what} {serial!r}.", field=field, code=UNKNOWN_UNIT)
     return unit
 
 
@@ -126,6 +127,7 @@ def _find_or_create(
             f"Unknown {what} {serial!r} (send '{create_kind_field.rpartition('.')[2]}' to "
             f"create it on its first station).",
             field=field,
+            code=UNKNOWN_UNIT,
         )
     with _fields(
         {
@@ -256,6 +258,7 @@ def _process_result_visits(
             raise NotFound(
                 f"Unknown unit {serial!r} (send 'unit_kind' to create it on its first station).",
                 field=_unit_field(env, i),
+                code=UNKNOWN_UNIT,
             )
         found.append(unit)
     if any(unit is None for unit in found):

@@ -199,8 +199,10 @@ def coil_segment_consume(
     """Record that ``consumer`` (a cell) used metres ``[start_m, end_m)`` of ``coil``.
 
     Refused when the segment lies outside the coil, overlaps a segment already consumed
-    from it, the coil or the consumer is on hold or scrapped, or the link makes a cycle.
-    The coil row is locked so two stations cannot consume the same metres.
+    from it, the coil is on hold or scrapped (the interlock), or the link makes a cycle.
+    The coil row is locked so two stations cannot consume the same metres. A consumer on
+    hold is no reason to refuse: what it was made from is a fact the trace needs (the
+    message may also arrive after a later station's result put it on hold).
     """
     coil = Unit.objects.select_for_update().get(pk=coil.pk)
     if coil.kind not in METRED_KINDS:
@@ -222,7 +224,6 @@ def coil_segment_consume(
             code="segment_outside_coil",
         )
     _check_not_blocked(coil, field="coil")
-    _check_not_blocked(consumer, field="consumer")
     overlap = (
         Link.objects.filter(
             source=coil,
@@ -311,7 +312,8 @@ def lot_consume(
     linked_at: datetime | None = None,
     reason: str = "material consumed",
 ) -> Link:
-    """Record that ``consumer`` used material from ``lot`` (a material lot or mix batch)."""
+    """Record that ``consumer`` used material from ``lot`` (a material lot or mix batch).
+    Refused when the lot is on hold or scrapped (the interlock), not when the consumer is."""
     allowed = CONSUMPTION_RULES.get(lot.kind)
     if lot.kind in METRED_KINDS or allowed is None:
         raise InvalidInput(f"{lot} is not a lot or batch.", field="lot")
@@ -320,7 +322,6 @@ def lot_consume(
     if quantity is not None and not (math.isfinite(quantity) and quantity > 0):
         raise InvalidInput("quantity must be a positive finite number.", field="quantity")
     _check_not_blocked(lot, field="lot")
-    _check_not_blocked(consumer, field="consumer")
     link_check_acyclic(lot, consumer)
     link = Link(
         source=lot,

@@ -162,6 +162,11 @@ QMS_REPORT_RECIPIENTS = env.list("QMS_REPORT_RECIPIENTS", default=[])
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="celltrace@localhost")
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 
+# How long the ingest retries a message that names a unit not there yet (the message that
+# makes it may be late or on another worker), in seconds; then it waits in the dead-letter
+# store for a person.
+QMS_INGEST_RETRY_WINDOW_S = env.int("QMS_INGEST_RETRY_WINDOW_S", default=600)
+
 # Largest file the REST upload of the file import takes.
 QMS_FILE_IMPORT_MAX_BYTES = env.int("QMS_FILE_IMPORT_MAX_BYTES", default=64 * 1024 * 1024)
 

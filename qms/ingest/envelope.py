@@ -37,13 +37,21 @@ class EnvelopeError(Exception):
     """A message that cannot be applied: ``reason`` in words, ``field`` where it is."""
 
     def __init__(
-        self, reason: str, *, field: str | None = None, message_id: str = "", kind: str = ""
+        self,
+        reason: str,
+        *,
+        field: str | None = None,
+        message_id: str = "",
+        kind: str = "",
+        retriable: bool = False,
     ):
         super().__init__(reason)
         self.reason = reason
         self.field = field
         self.message_id = message_id
         self.kind = kind
+        #: Worth trying again by itself (a unit it names may still arrive).
+        self.retriable = retriable
 
 
 @dataclass

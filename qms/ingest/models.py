@@ -59,7 +59,8 @@ class DeadLetter(models.Model):
 
     Repeats of the same bytes from the same transport and origin update ``last_seen`` and
     ``attempts`` instead of adding rows. Nothing is ever deleted: a successful replay marks
-    the entry resolved.
+    the entry resolved. A message that names a unit not there yet is retried by the ingest
+    itself until ``retry_until``.
     """
 
     transport = models.CharField(max_length=16, choices=Transport.choices)
@@ -81,6 +82,11 @@ class DeadLetter(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     resolution = models.TextField(blank=True)
+    retry_until = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Retried automatically until then (a unit it names may still arrive).",
+    )
     history = HistoricalRecords(excluded_fields=["raw"])
 
     class Meta:
@@ -98,6 +104,7 @@ class DeadLetter(models.Model):
             models.Index(fields=["status", "last_seen"], name="deadletter_status_idx"),
             models.Index(fields=["transport", "status"], name="deadletter_transport_idx"),
             models.Index(fields=["message_id"], name="deadletter_msgid_idx"),
+            models.Index(fields=["status", "retry_until"], name="deadletter_retry_idx"),
         ]
 
     def __str__(self) -> str:

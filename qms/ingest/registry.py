@@ -22,6 +22,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+#: Refusal code (``DomainError.code``) of a message naming a unit that does not exist yet.
+UNKNOWN_UNIT = "unknown_unit"
+#: Refusal codes of messages that refer to something another message makes: a unit not
+#: there yet, a rework of a cell whose assembly has not arrived (``not_assembled``). Such a
+#: message is dead-lettered and retried by the ingest itself for
+#: ``QMS_INGEST_RETRY_WINDOW_S``: the message it depends on may be late, or on its way
+#: through another worker of a shared subscription.
+RETRY_CODES = frozenset({UNKNOWN_UNIT, "not_assembled"})
+
 Handler = Callable[..., None]
 BatchHandler = Callable[..., list]
 

@@ -18,8 +18,9 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, InterfaceError, OperationalError, transaction
@@ -100,10 +101,14 @@ def dead_letter_record(
     message_id: str = "",
     kind: str = "",
     at: datetime | None = None,
+    retriable: bool = False,
 ) -> DeadLetter:
     """Keep a message that could not be applied. The same bytes from the same origin again
-    count as another attempt (``attempts``, ``last_seen``) and reopen a closed entry."""
+    count as another attempt (``attempts``, ``last_seen``) and reopen a closed entry. A
+    ``retriable`` refusal is retried by :func:`dead_letters_retry` for
+    ``QMS_INGEST_RETRY_WINDOW_S`` from its first refusal."""
     at = at or timezone.now()
+    window = timedelta(seconds=settings.QMS_INGEST_RETRY_WINDOW_S)
     sha = hashlib.sha256(raw).hexdigest()
     with transaction.atomic():
         entry = (
@@ -125,6 +130,7 @@ def dead_letter_record(
                         field=(field or "")[:120],
                         first_seen=at,
                         last_seen=at,
+                        retry_until=at + window if retriable else None,
                     )
             except IntegrityError:  # another worker recorded it a moment ago
                 entry = DeadLetter.objects.select_for_update().get(
@@ -134,6 +140,10 @@ def dead_letter_record(
         entry.last_seen = max(entry.last_seen, at)
         entry.reason = reason
         entry.field = (field or "")[:120]
+        if not retriable:
+            entry.retry_until = None
+        elif entry.retry_until is None or entry.status != DeadLetterStatus.OPEN:
+            entry.retry_until = at + window
         if entry.status != DeadLetterStatus.OPEN:
             entry.status = DeadLetterStatus.OPEN
             entry.resolved_at = None
@@ -162,10 +172,20 @@ def _failure(exc: Exception, env: Envelope) -> EnvelopeError:
         exc.message_id, exc.kind = env.message_id, env.kind
         return exc
     if isinstance(exc, DomainError):
-        return EnvelopeError(exc.message, field=exc.field, message_id=env.message_id, kind=env.kind)
-    # A handler bug must not make a poison message: it is kept with the error's name.
+        return EnvelopeError(
+            exc.message,
+            field=exc.field,
+            message_id=env.message_id,
+            kind=env.kind,
+            retriable=exc.code in registry.RETRY_CODES,
+        )
+    # A handler bug must not make a poison message: it is kept with the error's name. A
+    # unique-key race (two workers making the same unit at once) settles by itself: retried.
     return EnvelopeError(
-        f"Handler error {type(exc).__name__}: {exc}", message_id=env.message_id, kind=env.kind
+        f"Handler error {type(exc).__name__}: {exc}",
+        message_id=env.message_id,
+        kind=env.kind,
+        retriable=isinstance(exc, IntegrityError),
     )
 
 
@@ -349,11 +369,53 @@ def ingest_raw(
                 message_id=exc.message_id,
                 kind=exc.kind,
                 at=msg.received_at or now,
+                retriable=exc.retriable,
             )
             outcomes[i] = Outcome(REJECTED, exc.message_id, exc.reason, exc.field, entry.pk)
         counts.update(o.status for o in outcomes if o is not None)
         _stats_add(transport, now, counts, lags)
     return [o for o in outcomes if o is not None]
+
+
+def _retry_backoff(attempts: int) -> timedelta:
+    """Wait before the next automatic try: 1 s, 2 s, 4 s ... at most a minute."""
+    return timedelta(seconds=min(60, 2 ** max(0, attempts - 1)))
+
+
+def dead_letters_retry(*, now: datetime | None = None, limit: int = 500) -> list[Outcome]:
+    """Try again the open dead letters that are retriable and due (a unit they name may have
+    arrived since), in one batch per transport. Applied ones are marked resolved; the
+    others count another attempt and wait longer. Safe to run from several workers at once:
+    entries another worker is retrying are skipped."""
+    now = now or timezone.now()
+    outcomes: list[Outcome] = []
+    with transaction.atomic():
+        due = list(
+            DeadLetter.objects.select_for_update(skip_locked=True)
+            .filter(status=DeadLetterStatus.OPEN, retry_until__gte=now)
+            .order_by("first_seen", "pk")[:limit]
+        )
+        due = [e for e in due if e.last_seen + _retry_backoff(e.attempts) <= now]
+        by_transport: dict[str, list[DeadLetter]] = {}
+        for entry in due:
+            by_transport.setdefault(entry.transport, []).append(entry)
+        for transport, entries in by_transport.items():
+            raws = [
+                RawMessage(payload=bytes(e.raw), transport=transport, origin=e.origin)
+                for e in entries
+            ]
+            results = ingest_raw(raws)
+            for entry, outcome in zip(entries, results, strict=True):
+                if outcome.status in (ACCEPTED, DUPLICATE):
+                    entry.refresh_from_db()
+                    entry.status = DeadLetterStatus.RESOLVED
+                    entry.resolved_at = now
+                    entry.resolution = f"retried automatically: {outcome.status}"
+                    entry.retry_until = None
+                    entry._change_reason = "retried"
+                    entry.save()
+            outcomes += results
+    return outcomes
 
 
 def _replay_messages(entry: DeadLetter) -> list[RawMessage]:

@@ -61,3 +61,23 @@ def dead_letter_digest_task(self) -> dict:
     digest = reports.dead_letter_digest()
     _deliver(*reports.dead_letter_digest_text(digest), digest)
     return digest
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=True,
+    max_retries=3,
+)
+def dead_letter_retry_task(self) -> dict:
+    """Try again the dead letters naming a unit that was not there yet (for the transports
+    without a long-running worker of their own: REST, files, OPC UA, Sparkplug B; the MQTT
+    workers do it every second). Safe to repeat and to run beside the workers."""
+    from .services import REJECTED, dead_letters_retry
+
+    outcomes = dead_letters_retry()
+    return {
+        "tried": len(outcomes),
+        "applied": sum(o.status != REJECTED for o in outcomes),
+    }

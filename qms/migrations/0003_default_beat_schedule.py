@@ -8,7 +8,8 @@ in the admin survives re-running migrations. Reversing removes the entries by na
 """
 
 from django.db import migrations
-from django.utils import timezone
+
+from qms.beat import schedule_install, schedule_remove
 
 #: name -> (task, crontab fields, description)
 DEFAULT_SCHEDULE = {
@@ -27,51 +28,12 @@ DEFAULT_SCHEDULE = {
 }
 
 
-def _crontab_fields(fields: dict) -> dict:
-    return {
-        "minute": fields["minute"],
-        "hour": fields["hour"],
-        "day_of_week": "*",
-        "day_of_month": "*",
-        "month_of_year": "*",
-        "timezone": "UTC",
-    }
-
-
 def install(apps, schema_editor):
-    CrontabSchedule = apps.get_model("django_celery_beat", "CrontabSchedule")
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    PeriodicTasks = apps.get_model("django_celery_beat", "PeriodicTasks")
-    changed = False
-    for name, (task, fields, description) in DEFAULT_SCHEDULE.items():
-        if PeriodicTask.objects.filter(name=name).exists():
-            continue
-        crontab = CrontabSchedule.objects.filter(**_crontab_fields(fields)).first()
-        if crontab is None:
-            crontab = CrontabSchedule.objects.create(**_crontab_fields(fields))
-        PeriodicTask.objects.create(
-            name=name,
-            task=task,
-            crontab=crontab,
-            kwargs="{}",
-            description=description,
-            enabled=True,
-        )
-        changed = True
-    if changed:  # a running beat reloads its schedule when this changes
-        PeriodicTasks.objects.update_or_create(ident=1, defaults={"last_update": timezone.now()})
+    schedule_install(apps, DEFAULT_SCHEDULE)
 
 
 def remove(apps, schema_editor):
-    CrontabSchedule = apps.get_model("django_celery_beat", "CrontabSchedule")
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    PeriodicTasks = apps.get_model("django_celery_beat", "PeriodicTasks")
-    PeriodicTask.objects.filter(name__in=list(DEFAULT_SCHEDULE)).delete()
-    for _, fields, _ in DEFAULT_SCHEDULE.values():
-        CrontabSchedule.objects.filter(
-            **_crontab_fields(fields), periodictask__isnull=True
-        ).delete()
-    PeriodicTasks.objects.update_or_create(ident=1, defaults={"last_update": timezone.now()})
+    schedule_remove(apps, DEFAULT_SCHEDULE)
 
 
 class Migration(migrations.Migration):

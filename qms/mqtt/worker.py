@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from qms.ingest.models import Transport
@@ -49,6 +49,7 @@ from qms.ingest.services import (
     REJECTED,
     Outcome,
     RawMessage,
+    dead_letters_retry,
     ingest_raw,
     transport_actor,
 )
@@ -86,6 +87,8 @@ class WorkerConfig:
     #: First and longest pause between two attempts at a batch the database refused.
     retry_min_s: float = 0.5
     retry_max_s: float = 30.0
+    #: How often the worker retries dead letters naming a unit that was not there yet.
+    retry_every_s: float = 1.0
     #: One log line every this many batches.
     log_every: int = 100
 
@@ -132,6 +135,7 @@ class Totals:
     commit_s: float = 0.0
     retries: int = 0
     reaction_errors: int = 0
+    retried: int = 0
 
 
 class IngestWorker:
@@ -167,6 +171,7 @@ class IngestWorker:
         self._generation = 0
         self._clock = clock
         self._actor = None
+        self._last_retry = clock()
         self._window = (clock(), Totals())
 
     # --- paho's network thread: nothing here touches the database -----------------------
@@ -375,6 +380,24 @@ class IngestWorker:
         )
         self._window = (now, Totals(**vars(t)))
 
+    def retry_due(self) -> None:
+        """Every ``retry_every_s``: try again the dead letters that name a unit which was not
+        there yet (it may have come through another worker meanwhile)."""
+        now = self._clock()
+        if now - self._last_retry < self.config.retry_every_s:
+            return
+        self._last_retry = now
+        try:
+            outcomes = dead_letters_retry()
+        except (OperationalError, InterfaceError):
+            logger.warning("retrying dead letters failed: database unavailable", exc_info=True)
+            connection.close()
+            return
+        if outcomes:
+            applied = sum(o.status != REJECTED for o in outcomes)
+            self.totals.retried += applied
+            logger.info("retried %d dead letters: %d applied", len(outcomes), applied)
+
     def run(self) -> None:
         """Connect (retrying with back-off), then batch, commit and acknowledge until
         :meth:`request_stop`; then commit and acknowledge the batch in hand and disconnect."""
@@ -404,6 +427,7 @@ class IngestWorker:
                 batch = self.collect()
                 if batch:
                     self.process(batch)
+                self.retry_due()
         finally:
             self.client.disconnect()
             self.client.loop_stop()

@@ -138,6 +138,23 @@ def test_a_scrapped_coil_cannot_be_consumed(plant, actor):
     assert not Link.objects.exists()
 
 
+def test_what_a_held_cell_was_made_from_is_still_recorded(plant, actor):
+    """The winding message may arrive after the fill result put the cell on hold: the trace
+    needs the coil metres it consumed all the same (the hold stays)."""
+    coil = unit_create(
+        kind=UnitKind.SLIT_COIL, serial="SC-C-000001-A", line=plant.line, length_m=1500.0,
+        actor=actor,
+    )  # fmt: skip
+    cell = unit_create(kind=UnitKind.CELL, serial="P126480000001", line=plant.line, actor=actor)
+    hold_place(
+        units=[cell], reason="Fill mass 404.2 g below LSL", source=HoldSource.SPC, actor=actor
+    )
+    link = coil_segment_consume(coil=coil, consumer=cell, start_m=0.0, end_m=0.9, actor=actor)
+    assert (link.source, link.target, link.start_m, link.end_m) == (coil, cell, 0.0, 0.9)
+    cell.refresh_from_db()
+    assert cell.status == UnitStatus.ON_HOLD
+
+
 def test_assembling_a_held_cell_is_refused_with_the_hold_reason(plant, actor):
     cell = unit_create(kind=UnitKind.CELL, serial="P126480000001", line=plant.line, actor=actor)
     module = unit_create(kind=UnitKind.MODULE, serial="M2648000001", line=plant.line, actor=actor)

@@ -234,8 +234,10 @@ class WorkerProcess:
         log_dir: Path,
         batch_size: int = 50,
         batch_ms: int = 50,
+        celery_broker_url: str = "",
     ):
         self.url, self.group, self.client_id = url, group, client_id
+        self.celery_broker_url = celery_broker_url
         self.batch_size, self.batch_ms = batch_size, batch_ms
         self.log_dir = log_dir
         self.proc: subprocess.Popen | None = None
@@ -249,8 +251,9 @@ class WorkerProcess:
         env |= {
             "DATABASE_URL": database_url(),
             "MQTT_URL": self.url,
-            # Reactions (spec limits -> hold) run inside the worker, not on a shared broker.
-            "CELERY_BROKER_URL": "",
+            # Reactions (spec limits -> hold) run inside the worker unless a Celery broker
+            # is given: then they are queued there for a Celery worker.
+            "CELERY_BROKER_URL": self.celery_broker_url,
             "PYTHONUNBUFFERED": "1",
         }
         env.pop("QMS_REQUIRE_SERVICES", None)

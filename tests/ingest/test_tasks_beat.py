@@ -14,6 +14,7 @@ schedule_migration = importlib.import_module("qms.migrations.0003_default_beat_s
 
 SHIFT_SUMMARY = "qms.ingest.tasks.ingest_shift_summary_task"
 DIGEST = "qms.ingest.tasks.dead_letter_digest_task"
+RETRY = "qms.ingest.tasks.dead_letter_retry_task"
 
 
 def test_named_queues_and_beat_from_the_database():
@@ -70,7 +71,10 @@ def _crontab(task: PeriodicTask) -> tuple:
 @pytest.mark.django_db
 def test_the_migration_installed_the_default_schedule():
     tasks = {t.name: t for t in PeriodicTask.objects.select_related("crontab")}
-    assert sorted(tasks) == ["Dead-letter digest", "Ingest shift summary"]
+    assert sorted(tasks) == ["Dead-letter digest", "Dead-letter retry", "Ingest shift summary"]
+    retry = tasks["Dead-letter retry"]
+    assert (retry.task, retry.enabled) == (RETRY, True)
+    assert _crontab(retry) == ("*", "*", "*", "*", "*", "UTC")
     summary, digest = tasks["Ingest shift summary"], tasks["Dead-letter digest"]
     assert (summary.task, summary.enabled, summary.kwargs) == (SHIFT_SUMMARY, True, "{}")
     assert _crontab(summary) == ("0", "6,14,22", "*", "*", "*", "UTC")
@@ -85,6 +89,7 @@ def test_the_migration_installed_the_default_schedule():
     assert {name: e.task for name, e in entries.items()} == {
         "Ingest shift summary": SHIFT_SUMMARY,
         "Dead-letter digest": DIGEST,
+        "Dead-letter retry": RETRY,
     }
     # Beat sends with no queue of its own: the routes put both on "reports".
     assert entries["Ingest shift summary"].options.get("queue") is None
@@ -97,16 +102,17 @@ def test_installing_again_keeps_changes_and_reversing_removes_it():
     summary.save()
 
     schedule_migration.install(django_apps, None)
-    assert PeriodicTask.objects.count() == 2
-    assert CrontabSchedule.objects.count() == 2
+    assert PeriodicTask.objects.count() == 3
+    assert CrontabSchedule.objects.count() == 3
     assert PeriodicTask.objects.get(name="Ingest shift summary").enabled is False
 
     schedule_migration.remove(django_apps, None)
-    assert not PeriodicTask.objects.exists()
-    assert not CrontabSchedule.objects.exists()
+    assert list(PeriodicTask.objects.values_list("name", flat=True)) == ["Dead-letter retry"]
+    assert CrontabSchedule.objects.count() == 1
 
     schedule_migration.install(django_apps, None)
     assert sorted(PeriodicTask.objects.values_list("name", "task")) == [
         ("Dead-letter digest", DIGEST),
+        ("Dead-letter retry", RETRY),
         ("Ingest shift summary", SHIFT_SUMMARY),
     ]
