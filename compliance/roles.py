@@ -1,11 +1,12 @@
 """The roles, as groups with permissions.
 
 * operator: records process data (units, links, visits, measurements, ingest envelopes);
-  places holds.
+  places holds; views SPC charts, limits and alarms.
 * quality_engineer: all of operator, plus releases holds, edits the control plan, replays
-  or discards dead letters, and sends line-stop / hold commands to stations.
+  or discards dead letters, and sends line-stop / hold commands to stations; configures
+  SPC charts, proposes, approves and rejects control limits, acknowledges SPC alarms.
 * mrb_member: views everything, places and releases holds (disposition), sends station
-  commands.
+  commands, acknowledges SPC alarms.
 * auditor: view permission on every Celltrace model and nothing else (read-only).
 * integration: API-only accounts of plant systems; the token's scope decides writes.
 
@@ -17,7 +18,7 @@ anything that needs the roles restored (e.g. after a test flushes the database).
 from django.apps import apps as global_apps
 from django.contrib.auth.management import create_permissions
 
-APPS = ["qms", "ingest", "files", "opcua", "sparkplug", "genealogy", "compliance"]
+APPS = ["qms", "ingest", "files", "opcua", "sparkplug", "genealogy", "spc", "compliance"]
 
 ROLES: dict[str, dict[str, list[str]]] = {
     "operator": {
@@ -44,11 +45,18 @@ ROLES: dict[str, dict[str, list[str]]] = {
         "compliance": ["add_hold", "change_hold"],
         "ingest": ["add_ingestmessage", "change_deadletter", "add_stationcommand"],
         "files": ["add_importedfile", "add_fileimportprofile", "change_fileimportprofile"],
+        "spc": [
+            "change_chartconfig",
+            "add_controllimits",
+            "approve_controllimits",
+            "change_spcalarm",
+        ],
     },
     "mrb_member": {
         "compliance": ["add_hold", "change_hold"],
         "genealogy": ["change_unit"],
         "ingest": ["add_stationcommand"],
+        "spc": ["change_spcalarm"],
     },
     "auditor": {},
     "integration": {},

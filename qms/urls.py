@@ -11,6 +11,7 @@ api_v1 = [
     path("", include("qms.files.api_urls")),
     path("", include("genealogy.api.urls")),
     path("", include("compliance.api.urls")),
+    path("spc/", include("spc.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
