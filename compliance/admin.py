@@ -26,7 +26,7 @@ from qms.exceptions import DomainError
 
 from . import services
 from .choices import HoldSource, HoldStatus
-from .models import Hold, HoldUnit
+from .models import AlarmReaction, Hold, HoldUnit, SpcReactionPlan
 
 #: Units shown on a hold's page; the rest are in the held-unit list.
 INLINE_UNITS_LIMIT = 200
@@ -223,3 +223,22 @@ class HoldUnitAdmin(SerialSearchMixin, AppendOnlyAdmin):
     list_select_related = ["hold", "unit"]
     show_full_result_count = False
     ordering = ["-id"]
+
+
+@admin.register(SpcReactionPlan)
+class SpcReactionPlanAdmin(SimpleHistoryAdmin):
+    """Per characteristic: whether a control alarm holds the suspect window and stops the
+    station (without a plan: both for CC and SC, neither for the others)."""
+
+    list_display = ["characteristic", "hold_window", "stop_line"]
+    list_filter = ["hold_window", "stop_line", "characteristic__special_class"]
+    search_fields = ["characteristic__code", "characteristic__name"]
+    autocomplete_fields = ["characteristic"]
+
+
+@admin.register(AlarmReaction)
+class AlarmReactionAdmin(AppendOnlyAdmin):
+    list_display = ["created_at", "alarm", "action", "hold", "command", "detail"]
+    list_filter = ["action"]
+    search_fields = ["hold__number", "detail"]
+    list_select_related = ["alarm__characteristic", "hold", "command"]

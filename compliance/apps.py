@@ -9,15 +9,32 @@ class ComplianceConfig(AppConfig):
         from genealogy.events import MeasurementsRecorded
         from qms import events as registry
         from qms.ingest import registry as ingest_registry
+        from spc.events import AlarmExtended, AlarmRaised
 
         from . import events  # noqa: F401  (declares the events this app publishes)
         from .handlers import handle_hold_request
-        from .subscribers import hold_out_of_spec_units
+        from .subscribers import (
+            hold_out_of_spec_units,
+            react_to_spc_alarm,
+            react_to_spc_alarm_extended,
+        )
 
         registry.subscribe(
             MeasurementsRecorded,
             hold_out_of_spec_units,
             app_label="compliance",
             description="hold every cell, module or pack with an out-of-spec measurement",
+        )
+        registry.subscribe(
+            AlarmRaised,
+            react_to_spc_alarm,
+            app_label="compliance",
+            description="hold the suspect window and stop the station, as the reaction plan says",
+        )
+        registry.subscribe(
+            AlarmExtended,
+            react_to_spc_alarm_extended,
+            app_label="compliance",
+            description="hold the units a continuing SPC alarm added to its window",
         )
         ingest_registry.register("hold_request", handle_hold_request, app_label=self.label)

@@ -16,3 +16,10 @@ class HoldSource(models.TextChoices):
 class HoldStatus(models.TextChoices):
     OPEN = "open", "Open"
     RELEASED = "released", "Released"
+
+
+class AlarmReactionAction(models.TextChoices):
+    HOLD_WINDOW = "hold_window", "Held the suspect window"
+    HOLD_EXTENSION = "hold_extension", "Held more units as the pattern went on"
+    LINE_STOP = "line_stop", "Stopped the station"
+    ALARM_ONLY = "alarm_only", "Alarm only (no hold, no stop configured)"

@@ -3,12 +3,13 @@
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
 from genealogy.choices import UnitStatus
 from genealogy.models import Unit
 
-from .choices import HoldSource, HoldStatus
+from .choices import AlarmReactionAction, HoldSource, HoldStatus
 
 __all__ = ["Hold", "HoldUnit"]
 
@@ -74,3 +75,60 @@ class HoldUnit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hold.number}: {self.unit}"
+
+
+class SpcReactionPlan(models.Model):
+    """How compliance reacts to a control alarm (SPC) on one characteristic: hold the
+    suspect window (every unit measured on it since the alarm's pattern began) and/or stop
+    the station. Without a plan, CC and SC characteristics get both and the others none
+    (the alarm alone)."""
+
+    characteristic = models.OneToOneField(
+        "qms.Characteristic", on_delete=models.PROTECT, related_name="spc_reaction_plan"
+    )
+    hold_window = models.BooleanField(
+        default=True, help_text="Hold every unit measured on it since the pattern began."
+    )
+    stop_line = models.BooleanField(
+        default=True, help_text="Send a line-stop command to the station."
+    )
+    history = HistoricalRecords()
+
+    class Meta:
+        verbose_name = "SPC reaction plan"
+
+    def __str__(self) -> str:
+        return f"reaction plan of {self.characteristic}"
+
+
+class AlarmReaction(models.Model):
+    """What compliance did about one SPC alarm: the hold on the suspect window, the
+    line-stop command, or nothing but the alarm, recorded with the alarm that caused it."""
+
+    alarm = models.ForeignKey("spc.SpcAlarm", on_delete=models.PROTECT, related_name="reactions")
+    action = models.CharField(max_length=16, choices=AlarmReactionAction.choices)
+    hold = models.ForeignKey(
+        Hold, on_delete=models.PROTECT, null=True, blank=True, related_name="alarm_reactions"
+    )
+    command = models.ForeignKey(
+        "ingest.StationCommand",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="alarm_reactions",
+    )
+    detail = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["alarm", "action"],
+                condition=~Q(action="hold_extension"),
+                name="alarmreaction_once_per_action",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"alarm {self.alarm_id}: {self.get_action_display()}"

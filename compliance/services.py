@@ -24,10 +24,16 @@ from qms.exceptions import InvalidInput, NotFound, Refused
 from qms.ingest.commands import station_command_send
 from qms.ingest.models import CommandKind
 from qms.models import Characteristic
+from spc import services as spc_services
+from spc.models import SpcAlarm
 
+from .choices import AlarmReactionAction as ACTION
 from .choices import HoldSource, HoldStatus
 from .events import HoldPlaced, HoldReleased
-from .models import Hold, HoldUnit
+from .models import AlarmReaction, Hold, HoldUnit, SpcReactionPlan
+
+#: Reactions that hold units.
+HOLD_ACTIONS = (ACTION.HOLD_WINDOW, ACTION.HOLD_EXTENSION)
 
 Actor = AbstractBaseUser
 
@@ -286,4 +292,152 @@ def _station_react(*, hold: Hold, characteristic: Characteristic, units: Sequenc
         actor=hold.placed_by,
         reference=hold.number,
         unit_serials=[u.serial for u in units],
+    )
+
+
+# --- reactions to SPC alarms ------------------------------------------------------------------
+
+
+def spc_reaction_plan(characteristic: Characteristic) -> SpcReactionPlan:
+    """The characteristic's plan, or the default: hold and stop for CC and SC, else none."""
+    plan = SpcReactionPlan.objects.filter(characteristic=characteristic).first()
+    if plan is not None:
+        return plan
+    special = characteristic.special_class in (SpecialCharacteristic.CC, SpecialCharacteristic.SC)
+    return SpcReactionPlan(characteristic=characteristic, hold_window=special, stop_line=special)
+
+
+def _window_units(alarm: SpcAlarm, *, until: datetime) -> list[Unit]:
+    """Every unit measured on the alarm's characteristic from the start of its pattern (the
+    last values before it were in control) until ``until``; scrapped ones are left alone."""
+    unit_ids = (
+        Measurement.objects.filter(
+            characteristic_id=alarm.characteristic_id,
+            measured_at__gte=alarm.first_measured_at,
+            measured_at__lte=until,
+        )
+        .order_by()
+        .values("unit_id")
+        .distinct()
+    )
+    return list(
+        Unit.objects.filter(pk__in=unit_ids).exclude(status=UnitStatus.SCRAPPED).order_by("pk")
+    )
+
+
+def _alarm_text(alarm: SpcAlarm) -> str:
+    char = alarm.characteristic
+    return (
+        f"SPC alarm {alarm.pk}: {alarm.rule_name} on {char.code} ({char.name}, "
+        f"{char.get_special_class_display()}) at {char.station}"
+    )
+
+
+@transaction.atomic
+def spc_alarm_react(*, alarm_id: int) -> list[AlarmReaction]:
+    """React to a new control alarm as the characteristic's plan says: hold the suspect
+    window and/or stop the station; each reaction is recorded with the alarm. Safe to run
+    twice: an alarm is reacted to once."""
+    alarm = SpcAlarm.objects.select_for_update().get(pk=alarm_id)
+    alarm = SpcAlarm.objects.select_related("characteristic__station__line__site").get(pk=alarm.pk)
+    done = list(AlarmReaction.objects.filter(alarm=alarm).exclude(action=ACTION.HOLD_EXTENSION))
+    if done:
+        return done
+    char = alarm.characteristic
+    plan = spc_reaction_plan(char)
+    actor = system_actor()
+    text = _alarm_text(alarm)
+    now = timezone.now()
+    reactions: list[AlarmReaction] = []
+    hold = None
+    if plan.hold_window:
+        units = _window_units(alarm, until=now)
+        window = f"{alarm.first_measured_at:%Y-%m-%d %H:%M:%S} UTC"
+        if units:
+            hold = hold_place(
+                units=units,
+                reason=f"{text}: suspect window since {window}, {len(units)} units",
+                source=HoldSource.SPC,
+                source_reference=f"SPC alarm {alarm.pk}",
+                actor=actor,
+                at=now,
+            )
+            spc_services.alarm_link_hold(alarm=alarm, hold_number=hold.number, actor=actor)
+            detail = f"{hold.number}: {len(units)} units measured since {window}"
+        else:
+            detail = f"no unit measured since {window} that is not scrapped"
+        reactions.append(
+            AlarmReaction.objects.create(
+                alarm=alarm, action=ACTION.HOLD_WINDOW, hold=hold, detail=detail
+            )
+        )
+    if plan.stop_line:
+        station = char.station
+        command = None
+        if station.command_transport == CommandTransport.NONE:
+            detail = f"{station} has no command transport: it reads the interlock"
+        else:
+            command = station_command_send(
+                station=station,
+                kind=CommandKind.LINE_STOP,
+                reason=f"{text}"[:1000],
+                actor=actor,
+                reference=hold.number if hold else f"SPC alarm {alarm.pk}",
+            )
+            detail = f"line stop to {station} over {station.get_command_transport_display()}"
+        reactions.append(
+            AlarmReaction.objects.create(
+                alarm=alarm, action=ACTION.LINE_STOP, hold=hold, command=command, detail=detail
+            )
+        )
+    if not reactions:
+        reactions.append(
+            AlarmReaction.objects.create(
+                alarm=alarm,
+                action=ACTION.ALARM_ONLY,
+                detail=(
+                    f"the reaction plan of {char.code} neither holds nor stops"
+                    if plan.pk
+                    else f"{char.code} is neither CC nor SC and has no reaction plan"
+                ),
+            )
+        )
+    return reactions
+
+
+@transaction.atomic
+def spc_alarm_extend(*, alarm_id: int) -> AlarmReaction | None:
+    """The alarm's pattern went on: hold the units measured since its window hold was placed
+    (a hold of their own, referring to the alarm). Nothing when the alarm has no window hold
+    or every unit is held by it already. Safe to run twice."""
+    alarm = SpcAlarm.objects.select_for_update().get(pk=alarm_id)
+    first = (
+        AlarmReaction.objects.filter(alarm=alarm, action=ACTION.HOLD_WINDOW, hold__isnull=False)
+        .select_related("hold")
+        .first()
+    )
+    if first is None:
+        return None
+    alarm = SpcAlarm.objects.select_related("characteristic__station__line__site").get(pk=alarm.pk)
+    held = set(
+        HoldUnit.objects.filter(
+            hold__alarm_reactions__alarm=alarm, hold__alarm_reactions__action__in=HOLD_ACTIONS
+        ).values_list("unit_id", flat=True)
+    )
+    units = [u for u in _window_units(alarm, until=timezone.now()) if u.pk not in held]
+    if not units:
+        return None
+    actor = system_actor()
+    hold = hold_place(
+        units=units,
+        reason=f"{_alarm_text(alarm)}: the pattern went on, {len(units)} more units",
+        source=HoldSource.SPC,
+        source_reference=f"SPC alarm {alarm.pk} (continued)",
+        actor=actor,
+    )
+    return AlarmReaction.objects.create(
+        alarm=alarm,
+        action=ACTION.HOLD_EXTENSION,
+        hold=hold,
+        detail=f"{hold.number}: {len(units)} more units",
     )

@@ -4,6 +4,7 @@ Each subscriber only enqueues a task; the task does the work and is safe to run 
 """
 
 from genealogy.events import MeasurementsRecorded
+from spc.events import AlarmExtended, AlarmRaised
 
 
 def hold_out_of_spec_units(evt: MeasurementsRecorded) -> None:
@@ -12,3 +13,15 @@ def hold_out_of_spec_units(evt: MeasurementsRecorded) -> None:
     from .tasks import out_of_spec_hold_task
 
     out_of_spec_hold_task.delay(measurement_ids=list(evt.out_of_spec_measurement_ids))
+
+
+def react_to_spc_alarm(evt: AlarmRaised) -> None:
+    from .tasks import spc_alarm_react_task
+
+    spc_alarm_react_task.delay(alarm_id=evt.alarm_id)
+
+
+def react_to_spc_alarm_extended(evt: AlarmExtended) -> None:
+    from .tasks import spc_alarm_extend_task
+
+    spc_alarm_extend_task.delay(alarm_id=evt.alarm_id)

@@ -17,3 +17,28 @@ def out_of_spec_hold_task(self, *, measurement_ids: list[int]) -> int:
     """Hold the units of these out-of-spec measurements; safe to repeat."""
     holds = services.out_of_spec_hold(measurement_ids=measurement_ids)
     return len(holds)
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def spc_alarm_react_task(self, *, alarm_id: int) -> list[str]:
+    """React to a new SPC alarm (hold the window, stop the line); safe to repeat."""
+    return [r.action for r in services.spc_alarm_react(alarm_id=alarm_id)]
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def spc_alarm_extend_task(self, *, alarm_id: int) -> str | None:
+    """Hold what a continuing SPC alarm added to its window; safe to repeat."""
+    reaction = services.spc_alarm_extend(alarm_id=alarm_id)
+    return reaction.hold.number if reaction is not None else None

@@ -36,6 +36,7 @@ QUEUES = ("ingest", "spc", "vision", "risk", "reports", DEFAULT_QUEUE)
 TASK_ROUTES = {
     # reactions to what an ingest batch committed
     "compliance.tasks.out_of_spec_hold_task": {"queue": "ingest"},
+    "compliance.tasks.spc_alarm_*": {"queue": "spc"},
     "genealogy.tasks.*": {"queue": "ingest"},
     # scheduled ingest reports (shift summary, dead-letter digest)
     "qms.ingest.tasks.*": {"queue": "reports"},
