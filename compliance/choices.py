@@ -23,3 +23,12 @@ class AlarmReactionAction(models.TextChoices):
     HOLD_EXTENSION = "hold_extension", "Held more units as the pattern went on"
     LINE_STOP = "line_stop", "Stopped the station"
     ALARM_ONLY = "alarm_only", "Alarm only (no hold, no stop configured)"
+    RELEASED = "released", "Released after the cause was found (holds released, line resumed)"
+    ESCALATED = "escalated", "Escalated to the MRB (holds stay)"
+
+
+class AlarmDecision(models.TextChoices):
+    """What a quality engineer decides once an SPC alarm's cause is known."""
+
+    RELEASE = "release", "Release: the suspect units are fine, resume the station"
+    ESCALATE = "escalate", "Escalate to the MRB: the holds stay for disposition"

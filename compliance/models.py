@@ -125,7 +125,7 @@ class AlarmReaction(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["alarm", "action"],
-                condition=~Q(action="hold_extension"),
+                condition=~Q(action__in=["hold_extension", "escalated"]),
                 name="alarmreaction_once_per_action",
             )
         ]

@@ -25,10 +25,11 @@ from qms.ingest.commands import station_command_send
 from qms.ingest.models import CommandKind
 from qms.models import Characteristic
 from spc import services as spc_services
+from spc.choices import AlarmStatus
 from spc.models import SpcAlarm
 
+from .choices import AlarmDecision, HoldSource, HoldStatus
 from .choices import AlarmReactionAction as ACTION
-from .choices import HoldSource, HoldStatus
 from .events import HoldPlaced, HoldReleased
 from .models import AlarmReaction, Hold, HoldUnit, SpcReactionPlan
 
@@ -333,6 +334,61 @@ def _alarm_text(alarm: SpcAlarm) -> str:
     )
 
 
+def _open_spc_holds(characteristic_id: int):
+    """Open holds placed for alarms of this characteristic."""
+    return Hold.objects.filter(
+        status=HoldStatus.OPEN,
+        alarm_reactions__alarm__characteristic_id=characteristic_id,
+        alarm_reactions__action__in=HOLD_ACTIONS,
+    ).distinct()
+
+
+def _window_hold(
+    alarm: SpcAlarm, *, text: str, actor: Actor, now: datetime
+) -> tuple[Hold | None, str]:
+    """Hold the alarm's suspect window. Units already held for another alarm of the same
+    characteristic (several rules fire on one shift) are not held twice: the alarm is linked
+    to that hold, and a new hold takes only the units not yet held."""
+    window = f"{alarm.first_measured_at:%Y-%m-%d %H:%M:%S} UTC"
+    units = _window_units(alarm, until=now)
+    if not units:
+        return None, f"no unit measured since {window} that is not scrapped"
+    open_holds = list(_open_spc_holds(alarm.characteristic_id).order_by("-placed_at"))
+    covered = set(HoldUnit.objects.filter(hold__in=open_holds).values_list("unit_id", flat=True))
+    new_units = [u for u in units if u.pk not in covered]
+    if not new_units:
+        hold = open_holds[0]
+        spc_services.alarm_link_hold(alarm=alarm, hold_number=hold.number, actor=actor)
+        return hold, f"{len(units)} units since {window} held already by {hold.number}"
+    hold = hold_place(
+        units=new_units,
+        reason=f"{text}: suspect window since {window}, {len(new_units)} units",
+        source=HoldSource.SPC,
+        source_reference=f"SPC alarm {alarm.pk}",
+        actor=actor,
+        at=now,
+    )
+    spc_services.alarm_link_hold(alarm=alarm, hold_number=hold.number, actor=actor)
+    already = len(units) - len(new_units)
+    more = f" ({already} more held already for earlier alarms)" if already else ""
+    return hold, f"{hold.number}: {len(new_units)} units measured since {window}{more}"
+
+
+def _open_line_stop(station, *, excluding: SpcAlarm) -> AlarmReaction | None:
+    """A line stop sent to ``station`` for an SPC alarm that is not closed yet."""
+    return (
+        AlarmReaction.objects.filter(
+            action=ACTION.LINE_STOP,
+            command__isnull=False,
+            alarm__characteristic__station=station,
+        )
+        .exclude(alarm=excluding)
+        .exclude(alarm__status=AlarmStatus.CLOSED)
+        .order_by("created_at")
+        .first()
+    )
+
+
 @transaction.atomic
 def spc_alarm_react(*, alarm_id: int) -> list[AlarmReaction]:
     """React to a new control alarm as the characteristic's plan says: hold the suspect
@@ -351,21 +407,7 @@ def spc_alarm_react(*, alarm_id: int) -> list[AlarmReaction]:
     reactions: list[AlarmReaction] = []
     hold = None
     if plan.hold_window:
-        units = _window_units(alarm, until=now)
-        window = f"{alarm.first_measured_at:%Y-%m-%d %H:%M:%S} UTC"
-        if units:
-            hold = hold_place(
-                units=units,
-                reason=f"{text}: suspect window since {window}, {len(units)} units",
-                source=HoldSource.SPC,
-                source_reference=f"SPC alarm {alarm.pk}",
-                actor=actor,
-                at=now,
-            )
-            spc_services.alarm_link_hold(alarm=alarm, hold_number=hold.number, actor=actor)
-            detail = f"{hold.number}: {len(units)} units measured since {window}"
-        else:
-            detail = f"no unit measured since {window} that is not scrapped"
+        hold, detail = _window_hold(alarm, text=text, actor=actor, now=now)
         reactions.append(
             AlarmReaction.objects.create(
                 alarm=alarm, action=ACTION.HOLD_WINDOW, hold=hold, detail=detail
@@ -374,8 +416,11 @@ def spc_alarm_react(*, alarm_id: int) -> list[AlarmReaction]:
     if plan.stop_line:
         station = char.station
         command = None
+        stopped_by = _open_line_stop(station, excluding=alarm)
         if station.command_transport == CommandTransport.NONE:
             detail = f"{station} has no command transport: it reads the interlock"
+        elif stopped_by is not None:
+            detail = f"{station} stopped already for SPC alarm {stopped_by.alarm_id}"
         else:
             command = station_command_send(
                 station=station,
@@ -409,7 +454,7 @@ def spc_alarm_react(*, alarm_id: int) -> list[AlarmReaction]:
 def spc_alarm_extend(*, alarm_id: int) -> AlarmReaction | None:
     """The alarm's pattern went on: hold the units measured since its window hold was placed
     (a hold of their own, referring to the alarm). Nothing when the alarm has no window hold
-    or every unit is held by it already. Safe to run twice."""
+    or every unit is held already for an alarm of the characteristic. Safe to run twice."""
     alarm = SpcAlarm.objects.select_for_update().get(pk=alarm_id)
     first = (
         AlarmReaction.objects.filter(alarm=alarm, action=ACTION.HOLD_WINDOW, hold__isnull=False)
@@ -420,9 +465,9 @@ def spc_alarm_extend(*, alarm_id: int) -> AlarmReaction | None:
         return None
     alarm = SpcAlarm.objects.select_related("characteristic__station__line__site").get(pk=alarm.pk)
     held = set(
-        HoldUnit.objects.filter(
-            hold__alarm_reactions__alarm=alarm, hold__alarm_reactions__action__in=HOLD_ACTIONS
-        ).values_list("unit_id", flat=True)
+        HoldUnit.objects.filter(hold__in=_open_spc_holds(alarm.characteristic_id)).values_list(
+            "unit_id", flat=True
+        )
     )
     units = [u for u in _window_units(alarm, until=timezone.now()) if u.pk not in held]
     if not units:
@@ -440,4 +485,69 @@ def spc_alarm_extend(*, alarm_id: int) -> AlarmReaction | None:
         action=ACTION.HOLD_EXTENSION,
         hold=hold,
         detail=f"{hold.number}: {len(units)} more units",
+    )
+
+
+@transaction.atomic
+def spc_alarm_disposition(
+    *, alarm: SpcAlarm, actor: Actor, decision: str, reason: str, cause: str = ""
+) -> AlarmReaction:
+    """A quality engineer's decision on an SPC alarm once its cause is known. ``release``:
+    the alarm's open holds are released with ``reason``, a stopped station is told to resume,
+    and the alarm is closed. ``escalate``: the holds stay for the MRB, the alarm stays open
+    for them. An open alarm is acknowledged on the way (``cause`` required then)."""
+    if decision not in AlarmDecision.values:
+        raise InvalidInput(f"Unknown decision {decision!r}.", field="decision")
+    if not reason or not reason.strip():
+        raise InvalidInput("A decision needs a reason (evidence, disposition).", field="reason")
+    reason = reason.strip()
+    alarm = SpcAlarm.objects.select_for_update().get(pk=alarm.pk)
+    if alarm.status == AlarmStatus.CLOSED:
+        raise Refused(f"Alarm {alarm.pk} is closed already.", field="alarm", code="closed")
+    if alarm.status == AlarmStatus.OPEN:
+        alarm = spc_services.alarm_acknowledge(alarm=alarm, actor=actor, cause=cause)
+    alarm = SpcAlarm.objects.select_related("characteristic__station").get(pk=alarm.pk)
+    if decision == AlarmDecision.ESCALATE:
+        return AlarmReaction.objects.create(
+            alarm=alarm, action=ACTION.ESCALATED, detail=f"{actor}: {reason}"
+        )
+    holds = list(
+        Hold.objects.filter(
+            alarm_reactions__alarm=alarm,
+            alarm_reactions__action__in=HOLD_ACTIONS,
+            status=HoldStatus.OPEN,
+        ).distinct()
+    )
+    for hold in holds:
+        hold_release(hold=hold, actor=actor, reason=f"SPC alarm {alarm.pk}: {reason}")
+    station = alarm.characteristic.station
+    stopped = AlarmReaction.objects.filter(
+        alarm=alarm, action=ACTION.LINE_STOP, alarm__characteristic__station=station
+    ).exists()
+    command = None
+    # Resume only when this alarm stopped it (or found it stopped) and no other open alarm
+    # still wants it stopped.
+    if stopped and (
+        station.command_transport != CommandTransport.NONE
+        and not AlarmReaction.objects.filter(
+            action=ACTION.LINE_STOP, alarm__characteristic__station=station
+        )
+        .exclude(alarm=alarm)
+        .exclude(alarm__status=AlarmStatus.CLOSED)
+        .exists()
+    ):
+        command = station_command_send(
+            station=station,
+            kind=CommandKind.RELEASE,
+            reason=f"SPC alarm {alarm.pk} released: {reason}"[:1000],
+            actor=actor,
+            reference=f"SPC alarm {alarm.pk}",
+        )
+    spc_services.alarm_close(alarm=alarm, actor=actor, comment=f"released: {reason}")
+    released = ", ".join(h.number for h in holds) or "no open hold"
+    return AlarmReaction.objects.create(
+        alarm=alarm,
+        action=ACTION.RELEASED,
+        command=command,
+        detail=f"{actor}: {reason} ({released}{'; station resumed' if command else ''})",
     )

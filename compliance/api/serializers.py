@@ -7,8 +7,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from compliance.choices import HoldSource, HoldStatus
-from compliance.models import Hold, HoldUnit
+from compliance.choices import AlarmDecision, AlarmReactionAction, HoldSource, HoldStatus
+from compliance.models import AlarmReaction, Hold, HoldUnit
 from genealogy.api.serializers import units_resolve
 from genealogy.choices import UnitKind, UnitStatus
 from genealogy.models import Unit
@@ -178,3 +178,25 @@ class InterlockAnswerSerializer(serializers.Serializer):
     holds = HoldBriefSerializer(many=True, help_text="Open holds on the unit itself.")
     unit = InterlockUnitSerializer()
     station = InterlockStationSerializer()
+
+
+class AlarmDispositionInputSerializer(serializers.Serializer):
+    decision = serializers.ChoiceField(choices=AlarmDecision.choices)
+    reason = serializers.CharField(help_text="Evidence and disposition.")
+    cause = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="The assignable cause found; required when the alarm is not acknowledged.",
+    )
+
+
+class AlarmReactionSerializer(serializers.ModelSerializer):
+    action = NamedChoiceField(AlarmReactionAction, read_only=True)
+    hold = serializers.SlugRelatedField(slug_field="number", read_only=True)
+    command = serializers.PrimaryKeyRelatedField(read_only=True)
+
+    class Meta:
+        model = AlarmReaction
+        fields = ["id", "alarm", "action", "hold", "command", "detail", "created_at"]
+        read_only_fields = fields

@@ -18,6 +18,16 @@ urlpatterns = [
     path("units/<str:serial>/holds/", views.UnitHoldsView.as_view(), name="unit-holds"),
     path("interlock/", views.InterlockView.as_view(), name="interlock"),
     path(
+        "spc/alarms/<int:alarm_id>/disposition/",
+        views.SpcAlarmDispositionView.as_view(),
+        name="spc-alarm-disposition",
+    ),
+    path(
+        "spc/alarms/<int:alarm_id>/reactions/",
+        views.SpcAlarmReactionsView.as_view(),
+        name="spc-alarm-reactions",
+    ),
+    path(
         "stations/<path:station>/commands/",
         commands.StationCommandView.as_view(),
         name="station-commands",

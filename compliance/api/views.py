@@ -20,13 +20,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from compliance import queries, services
-from compliance.models import Hold, HoldUnit
+from compliance.models import AlarmReaction, Hold, HoldUnit
 from genealogy.api.serializers import unit_resolve
 from genealogy.api.views import ERRORS, kind_param
 from qms.api.filters import station_from_ref
 from qms.api.pagination import OldestFirstCursorPagination
 from qms.api.parsers import BulkJSONParser
 from qms.exceptions import NotFound
+from spc.models import SpcAlarm
 
 from . import serializers
 from .filters import HoldFilterSet
@@ -184,3 +185,45 @@ class InterlockView(APIView):
         station = station_from_ref(given.validated_data["station"], field="station")
         answer = queries.interlock_check(unit=unit, station=station)
         return Response(serializers.InterlockAnswerSerializer(answer).data)
+
+
+@extend_schema_view(
+    post=extend_schema(
+        summary="Decide on an SPC alarm: release its holds and resume, or escalate to the MRB",
+        description="`release` releases the open holds the alarm's reaction placed (each unit "
+        "returns to its previous status), tells a stopped station to resume and closes the "
+        "alarm. `escalate` keeps the holds for the MRB. An alarm not yet acknowledged is "
+        "acknowledged with `cause` (required then). A closed alarm is refused (409).",
+        request=serializers.AlarmDispositionInputSerializer,
+        responses={200: serializers.AlarmReactionSerializer, **ERRORS},
+    )
+)
+class SpcAlarmDispositionView(APIView):
+    required_perms = ("compliance.change_hold", "spc.change_spcalarm")
+
+    def post(self, request: Request, alarm_id: int) -> Response:
+        alarm = SpcAlarm.objects.filter(pk=alarm_id).first()
+        if alarm is None:
+            raise NotFound(f"No SPC alarm {alarm_id}.", field="alarm_id")
+        given = serializers.AlarmDispositionInputSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        reaction = services.spc_alarm_disposition(
+            alarm=alarm, actor=request.user, **given.validated_data
+        )
+        return Response(serializers.AlarmReactionSerializer(reaction).data)
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="What compliance did about an SPC alarm (holds, line stop, decisions)",
+        responses={200: serializers.AlarmReactionSerializer(many=True), 404: ERRORS[404]},
+    )
+)
+class SpcAlarmReactionsView(APIView):
+    def get(self, request: Request, alarm_id: int) -> Response:
+        if not SpcAlarm.objects.filter(pk=alarm_id).exists():
+            raise NotFound(f"No SPC alarm {alarm_id}.", field="alarm_id")
+        reactions = AlarmReaction.objects.filter(alarm_id=alarm_id).select_related(
+            "hold", "command"
+        )
+        return Response(serializers.AlarmReactionSerializer(reactions, many=True).data)

@@ -131,7 +131,7 @@ def test_stream_arrives_whole_before_the_worker_and_across_a_broker_restart(brok
     assert [(mid, reason.split(" at line")[0], origin) for mid, reason, origin in letters] == [
         (
             "",
-            "Not valid JSON: Unterminated string starting at",
+            "Not valid JSON: Unterminated string starting",
             "qms/gf1/l2-cyl/slit-c/process_result",
         ),
         (

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from rest_framework.test import APIClient
 
 from compliance.choices import AlarmReactionAction, HoldSource, HoldStatus
 from compliance.models import AlarmReaction, Hold, SpcReactionPlan
@@ -17,6 +18,7 @@ from qms.choices import CommandTransport, SpecialCharacteristic
 from qms.ingest.models import CommandKind, CommandStatus, StationCommand
 from qms.ingest.services import ingest_raw
 from spc.models import SpcAlarm
+from tests.factories import UserFactory
 from tests.ingest.line21700 import cell, fill_result, raw
 from tests.ingest.mqtt_support import free_port
 from tests.spc.conftest import SIGMA_FILL_G, normal
@@ -56,45 +58,43 @@ def test_a_cusum_alarm_on_a_cc_characteristic_holds_its_window_and_stops_the_sta
     reactions = {r.action: r for r in AlarmReaction.objects.filter(alarm=alarm)}
     assert set(reactions) == {AlarmReactionAction.HOLD_WINDOW, AlarmReactionAction.LINE_STOP}
     hold = reactions[AlarmReactionAction.HOLD_WINDOW].hold
-    # The suspect window: every cell measured on fill mass since the pattern began, to now.
+    alarm.refresh_from_db()
+    assert alarm.hold_number == hold.number
+    assert (hold.source, hold.status) == (HoldSource.SPC, HoldStatus.OPEN)
+    assert hold.reason.startswith("SPC alarm ")
+    assert "suspect window since" in hold.reason
+    # The suspect window: every cell measured on fill mass since the pattern began, to now,
+    # held once (run rules that fired earlier on the same shift held part of it already).
     window = set(
         Measurement.objects.filter(
             characteristic=fill, measured_at__gte=alarm.first_measured_at
         ).values_list("unit__serial", flat=True)
     )
-    assert set(hold.units.values_list("serial", flat=True)) >= window
-    assert (hold.source, hold.status, hold.source_reference) == (
-        HoldSource.SPC,
-        HoldStatus.OPEN,
-        f"SPC alarm {alarm.pk}",
-    )
-    assert hold.reason.startswith(f"SPC alarm {alarm.pk}: CUSUM (k 0.75, h 3.34)")
-    assert "suspect window since" in hold.reason
+    spc_holds = Hold.objects.filter(source=HoldSource.SPC, status=HoldStatus.OPEN)
+    held = list(spc_holds.values_list("units__serial", flat=True))
+    assert set(held) >= window
+    assert len(held) == len(set(held))  # no cell in two SPC holds
     assert set(Unit.objects.filter(serial__in=window).values_list("status", flat=True)) == {
         UnitStatus.ON_HOLD
     }
-    # Cells measured before the pattern began are not held.
+    # Cells measured before the first alarm's pattern began are not held.
+    first_alarm = SpcAlarm.objects.order_by("first_measured_at").first()
     before = Measurement.objects.filter(
-        characteristic=fill, measured_at__gte=phase2_start, measured_at__lt=alarm.first_measured_at
+        characteristic=fill,
+        measured_at__gte=phase2_start,
+        measured_at__lt=first_alarm.first_measured_at,
     ).values_list("unit_id", flat=True)
     assert not Unit.objects.filter(pk__in=before, status=UnitStatus.ON_HOLD).exists()
-    alarm.refresh_from_db()
-    assert alarm.hold_number == hold.number
 
-    stop = reactions[AlarmReactionAction.LINE_STOP].command
-    assert (stop.kind, stop.station, stop.reference) == (
-        CommandKind.LINE_STOP,
-        fill.station,
-        hold.number,
-    )
-    assert stop.reason.startswith(f"SPC alarm {alarm.pk}: ")
-    assert stop.status == CommandStatus.FAILED  # no broker listens there; it stays visible
+    # One line stop for the shift, however many rules fired on it.
+    stop = StationCommand.objects.get(kind=CommandKind.LINE_STOP)
+    assert (stop.station, stop.status) == (fill.station, CommandStatus.FAILED)  # no broker
+    assert stop.reason.startswith("SPC alarm ")
     assert reactions[AlarmReactionAction.LINE_STOP].hold == hold
 
     # Reacting again changes nothing.
     assert {r.pk for r in spc_alarm_react(alarm_id=alarm.pk)} == {r.pk for r in reactions.values()}
-    assert Hold.objects.filter(source=HoldSource.SPC).count() >= 1
-    assert StationCommand.objects.filter(reference=hold.number).count() == 1
+    assert StationCommand.objects.filter(kind=CommandKind.LINE_STOP).count() == 1
 
 
 def test_a_continuing_pattern_holds_the_units_it_added(
@@ -105,7 +105,7 @@ def test_a_continuing_pattern_holds_the_units_it_added(
     fill.station.save()
     _shift(phase2_start, django_capture_on_commit_callbacks)
     alarm = SpcAlarm.objects.filter(rule="cusum").order_by("chart_index").first()
-    held = set(Hold.objects.get(source_reference=f"SPC alarm {alarm.pk}").units.all())
+    held = set(Hold.objects.get(number=alarm.hold_number).units.all())
     # More shifted cells after the reaction, still in the alarm's window
     after = normal(23, 5, 5.0 + 1.5 * SIGMA_FILL_G, SIGMA_FILL_G)
     start = phase2_start + timedelta(seconds=10 * 60)
@@ -120,12 +120,16 @@ def test_a_continuing_pattern_holds_the_units_it_added(
     ]
     with django_capture_on_commit_callbacks(execute=True):
         ingest_raw([raw(d) for d in docs])
-    reaction = spc_alarm_extend(alarm_id=alarm.pk) or AlarmReaction.objects.get(
-        alarm=alarm, action=AlarmReactionAction.HOLD_EXTENSION
-    )
-    new = set(reaction.hold.units.values_list("serial", flat=True))
-    assert new == {cell(6000 + i) for i in range(5)}
+    spc_alarm_extend(alarm_id=alarm.pk)  # (ran already after the commit)
+    new = {cell(6000 + i) for i in range(5)}
     assert not new & {u.serial for u in held}
+    spc_held = list(
+        Hold.objects.filter(source=HoldSource.SPC, status=HoldStatus.OPEN).values_list(
+            "units__serial", flat=True
+        )
+    )
+    assert set(spc_held) >= new  # the cells the pattern added are held
+    assert len(spc_held) == len(set(spc_held))
     assert spc_alarm_extend(alarm_id=alarm.pk) is None  # nothing more to hold
 
 
@@ -155,3 +159,126 @@ def test_the_reaction_plan_decides_and_a_standard_characteristic_alarms_only(
     assert only.detail == "the reaction plan of electrolyte-fill-mass neither holds nor stops"
     assert not Hold.objects.filter(source=HoldSource.SPC).exists()
     assert not StationCommand.objects.exists()
+
+
+# --- the quality engineer's decision ------------------------------------------------------------
+
+
+@pytest.fixture
+def client_as(db):
+    def _as(role: str) -> APIClient:
+        user = UserFactory(username=f"{role}-decides", role=role)
+        client = APIClient()
+        assert client.login(username=user.username, password="celltrace-test")
+        return client
+
+    return _as
+
+
+@pytest.fixture
+def alarm_with_hold(approved_fill, phase2_start, django_capture_on_commit_callbacks, settings):
+    settings.MQTT_URL = f"mqtt://127.0.0.1:{free_port()}"
+    _shift(phase2_start, django_capture_on_commit_callbacks)
+    alarm = SpcAlarm.objects.filter(rule="cusum").order_by("chart_index").first()
+    hold = Hold.objects.get(number=alarm.hold_number)
+    return alarm, hold
+
+
+def test_release_frees_the_window_resumes_the_station_and_closes_the_alarm(
+    alarm_with_hold, client_as
+):
+    alarm, hold = alarm_with_hold
+    url = f"/api/v1/spc/alarms/{alarm.pk}/disposition/"
+    client = client_as("quality_engineer")
+
+    response = client.post(
+        url,
+        {
+            "decision": "release",
+            "cause": "Check-weigher tare drift after the die change; re-zeroed",
+            "reason": "Cells re-weighed on the reference scale: all within 4.95-5.05 g",
+        },
+        format="json",
+    )
+
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert body["action"] == "released"
+    hold.refresh_from_db()
+    assert hold.status == HoldStatus.RELEASED
+    assert hold.release_reason.startswith(f"SPC alarm {alarm.pk}: Cells re-weighed")
+    # Cells in no other open hold are back in process.
+    others = Hold.objects.filter(status=HoldStatus.OPEN).values_list("units", flat=True)
+    assert not hold.units.exclude(pk__in=others).filter(status=UnitStatus.ON_HOLD).exists()
+    alarm.refresh_from_db()
+    assert (alarm.status, alarm.cause) == (
+        "closed",
+        "Check-weigher tare drift after the die change; re-zeroed",
+    )
+    # The station resumes only when no other alarm of the shift still wants it stopped.
+    still_open = SpcAlarm.objects.exclude(status="closed").exists()
+    assert StationCommand.objects.filter(kind=CommandKind.RELEASE).exists() is not still_open
+    reactions = client.get(f"/api/v1/spc/alarms/{alarm.pk}/reactions/").json()
+    assert {r["action"] for r in reactions} == {"hold_window", "line_stop", "released"}
+    # Deciding on a closed alarm is refused.
+    again = client.post(url, {"decision": "escalate", "reason": "late"}, format="json")
+    assert (again.status_code, again.json()["code"]) == (409, "closed")
+
+
+def test_escalation_keeps_the_holds_for_the_mrb(alarm_with_hold, client_as):
+    alarm, hold = alarm_with_hold
+    client = client_as("quality_engineer")
+    response = client.post(
+        f"/api/v1/spc/alarms/{alarm.pk}/disposition/",
+        {
+            "decision": "escalate",
+            "cause": "none found",
+            "reason": "Shift of 1.5 sigma confirmed on the reference scale; MRB to decide",
+        },
+        format="json",
+    )
+    assert response.status_code == 200, response.json()
+    hold.refresh_from_db()
+    alarm.refresh_from_db()
+    assert (hold.status, alarm.status, alarm.cause) == (
+        HoldStatus.OPEN,
+        "acknowledged",
+        "none found",
+    )
+    assert not StationCommand.objects.filter(kind=CommandKind.RELEASE).exists()
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"decision": "release", "cause": "tare drift"}, "reason"),
+        ({"decision": "scrap", "reason": "x", "cause": "y"}, "decision"),
+        ({"decision": "release", "reason": "re-weighed"}, "cause"),  # alarm still open
+    ],
+)
+def test_a_decision_names_what_is_missing_and_changes_nothing(
+    alarm_with_hold, client_as, payload, field
+):
+    alarm, hold = alarm_with_hold
+    response = client_as("quality_engineer").post(
+        f"/api/v1/spc/alarms/{alarm.pk}/disposition/", payload, format="json"
+    )
+    assert response.status_code == 400
+    body = response.json()
+    # an input error is named by its key, a refusal of the service by "field"
+    assert body.get("field", next(iter(body))) == field
+    hold.refresh_from_db()
+    alarm.refresh_from_db()
+    assert (hold.status, alarm.status) == (HoldStatus.OPEN, "open")
+
+
+def test_deciding_needs_the_rights_and_a_known_alarm(alarm_with_hold, client_as):
+    alarm, _ = alarm_with_hold
+    body = {"decision": "release", "reason": "re-weighed", "cause": "tare"}
+    url = f"/api/v1/spc/alarms/{alarm.pk}/disposition/"
+    assert client_as("operator").post(url, body, format="json").status_code == 403
+    assert client_as("auditor").post(url, body, format="json").status_code == 403
+    missing = client_as("mrb_member").post(
+        "/api/v1/spc/alarms/999999/disposition/", body, format="json"
+    )
+    assert (missing.status_code, missing.json()["field"]) == (404, "alarm_id")
