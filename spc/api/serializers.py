@@ -18,6 +18,7 @@ from spc.choices import (
 )
 from spc.models import ChartConfig, ControlLimits, SpcAlarm
 from spc.queries import MAX_CHART_VALUES
+from spc.services import CONFIG_FIELDS
 
 
 def station_path(characteristic) -> str:
@@ -37,25 +38,7 @@ class ChartConfigSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ChartConfig
-        fields = [
-            "characteristic",
-            "characteristic_code",
-            "chart_type",
-            "subgroup_mode",
-            "subgroup_size",
-            "subgroup_window_s",
-            "rule_preset",
-            "rules",
-            "cusum_enabled",
-            "cusum_k_sigma",
-            "cusum_h_sigma",
-            "cusum_head_start_sigma",
-            "ewma_enabled",
-            "ewma_lambda",
-            "ewma_l",
-            "enabled",
-            "updated_at",
-        ]
+        fields = ["characteristic", "characteristic_code", *CONFIG_FIELDS, "updated_at"]
         read_only_fields = fields
 
 
