@@ -31,11 +31,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize, sparse, special
-from scipy.sparse.linalg import spsolve
 
+from spc.engine._lazy import lazy
 from spc.engine.detectors import CusumSpec, EwmaSpec, ShewhartSpec
 from spc.engine.rules import RuleSet, RunState, evaluate_rules
+
+optimize = lazy("scipy.optimize")
+sparse = lazy("scipy.sparse")
+special = lazy("scipy.special")
+_sparse_linalg = lazy("scipy.sparse.linalg")
 
 __all__ = [
     "DEFAULT_STATES",
@@ -132,7 +136,8 @@ def _cusum_two_sided_chain(spec: CusumSpec, shift: float, states: int) -> float:
     transitions = sparse.coo_matrix(
         (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))), shape=(size, size)
     ).tocsc()
-    lengths = spsolve(sparse.identity(size, format="csc") - transitions, np.ones(size))
+    identity = sparse.identity(size, format="csc")
+    lengths = _sparse_linalg.spsolve(identity - transitions, np.ones(size))
     grid = lengths.reshape(n, n)
     # Both sums start at the head start: bilinear between the surrounding states.
     position = spec.head_start / width

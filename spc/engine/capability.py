@@ -50,10 +50,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import special, stats
 
 from spc.engine import constants
+from spc.engine._lazy import lazy
 from spc.engine.errors import as_finite_array
+
+special = lazy("scipy.special")
+stats = lazy("scipy.stats")
 
 __all__ = [
     "Capability",

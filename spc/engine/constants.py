@@ -35,7 +35,11 @@ from __future__ import annotations
 import math
 from functools import cache
 
-from scipy import integrate, special
+from spc.engine._lazy import lazy
+
+integrate = lazy("scipy.integrate")
+special = lazy("scipy.special")
+
 
 __all__ = ["FACTOR_NAMES", "MAX_TABLE_N", "MIN_N", "c4", "d2", "d3", "factor", "table"]
 
