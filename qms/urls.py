@@ -24,4 +24,5 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("", include("qms.ingest.urls")),
     path("", include("compliance.urls")),
+    path("spc/", include("spc.urls")),
 ]
