@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
 
 import numpy as np
-from django.db.models import F, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models import Count, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce, NullIf
 
 from genealogy.choices import LinkKind, UnitKind
@@ -604,9 +604,11 @@ def detector_arls(config: ChartConfig, sigma_multiple: float = 3.0) -> dict[str,
     return out
 
 
-def _capability(
+def capability_study(
     characteristic: Characteristic, values: list[float], limits: ControlLimits | None
 ) -> dict[str, Any]:
+    """Capability of these values (oldest first) against the characteristic's specification,
+    with the within sigma of the limits in force when there are any."""
     if len(values) < 2:
         return {"status": "insufficient_data", "n": len(values), "reason": "fewer than 2 values"}
     sigma = limits.sigma if limits is not None and limits.sigma > 0 else None
@@ -622,6 +624,31 @@ def _capability(
     except ValueError as exc:  # a nominal outside the specification, for instance
         return {"status": "refused", "n": len(values), "reason": str(exc)}
     return study.to_dict()
+
+
+def state_decide(
+    config: ChartConfig,
+    limits: ControlLimits | None,
+    recent_in_spec: Sequence[bool],
+    *,
+    open_alarms: int,
+) -> str:
+    """The state of a characteristic from its latest values' ``in_spec`` (newest first), its
+    open alarms and the limits in force (see :func:`characteristic_state`)."""
+    minimum = (
+        MIN_BASELINE_VALUES
+        if config.chart_type == ChartType.I_MR
+        else MIN_BASELINE_SUBGROUPS * max(config.subgroup_size, 2)
+    )
+    if not all(recent_in_spec[:STATE_WINDOW]):
+        return "out_of_spec"
+    if open_alarms:
+        return "alarm"
+    if limits is not None:
+        return "in_control"
+    if len(recent_in_spec) < minimum:
+        return "insufficient_data"
+    return "no_limits"
 
 
 def characteristic_state(characteristic: Characteristic) -> dict[str, Any]:
@@ -644,21 +671,9 @@ def characteristic_state(characteristic: Characteristic) -> dict[str, Any]:
     open_alarms = SpcAlarm.objects.filter(
         characteristic=characteristic, status=AlarmStatus.OPEN
     ).count()
-    minimum = (
-        MIN_BASELINE_VALUES
-        if config.chart_type == ChartType.I_MR
-        else MIN_BASELINE_SUBGROUPS * max(config.subgroup_size, 2)
+    state = state_decide(
+        config, limits, [in_spec for _, in_spec, _ in recent], open_alarms=open_alarms
     )
-    if any(not in_spec for _, in_spec, _ in recent[:STATE_WINDOW]):
-        state = "out_of_spec"
-    elif open_alarms:
-        state = "alarm"
-    elif limits is not None:
-        state = "in_control"
-    elif len(recent) < minimum:
-        state = "insufficient_data"
-    else:
-        state = "no_limits"
     values = [value for value, _, _ in reversed(recent)]
     sigma_multiple = (
         float(limits.engine_limits.get("sigma_multiple", 3.0)) if limits is not None else 3.0
@@ -671,7 +686,7 @@ def characteristic_state(characteristic: Characteristic) -> dict[str, Any]:
         "limits": None if limits is None else limits_brief(limits),
         "open_alarms": open_alarms,
         "last_measured_at": _iso(recent[0][2]) if recent else None,
-        "capability": _capability(characteristic, values, limits),
+        "capability": capability_study(characteristic, values, limits),
         "arl": detector_arls(config, sigma_multiple),
     }
 
@@ -683,3 +698,68 @@ def characteristics_with_limits(ids: Iterable[int]) -> set[int]:
         .exclude(characteristic__chart_config__enabled=False)
         .values_list("characteristic_id", flat=True)
     )
+
+
+# --- the plant overview ------------------------------------------------------------------------
+
+#: Characteristics per query when reading the overview's latest values.
+OVERVIEW_CHUNK = 200
+
+
+def overview_characteristics() -> list[Characteristic]:
+    """The active characteristics with their station, line, site and chart configuration,
+    and per characteristic (annotations): ``last_measured_at``, ``window_from`` (the time of
+    the :data:`spc.CAPABILITY_WINDOW`-th latest value, empty when there are fewer)
+    and ``open_alarm_count``. One query; each annotation reads the index on
+    (characteristic, measured_at) or the alarms of one characteristic."""
+    latest = Measurement.objects.filter(characteristic=OuterRef("pk")).order_by(
+        "-measured_at", "-pk"
+    )
+    window = CAPABILITY_WINDOW
+    open_alarms = (
+        SpcAlarm.objects.filter(characteristic=OuterRef("pk"), status=AlarmStatus.OPEN)
+        .order_by()
+        .values("characteristic")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return list(
+        Characteristic.objects.filter(is_active=True)
+        .select_related("station__line__site", "chart_config")
+        .annotate(
+            last_measured_at=Subquery(latest.values("measured_at")[:1]),
+            window_from=Subquery(latest.values("measured_at")[window - 1 : window]),
+            open_alarm_count=Coalesce(Subquery(open_alarms, output_field=IntegerField()), Value(0)),
+        )
+        .order_by("station__line__site__code", "station__line__code", "station__sequence", "code")
+    )
+
+
+def overview_recent_values(
+    characteristics: list[Characteristic],
+) -> dict[int, list[tuple[float, bool]]]:
+    """The latest :data:`spc.CAPABILITY_WINDOW` values of each characteristic as
+    ``(value, in_spec)``, newest first (the order of
+    :func:`characteristic_state`): one query per
+    :data:`OVERVIEW_CHUNK` characteristics, each bounded below by its
+    ``window_from`` so only the window is read (values tied at that time are cut here)."""
+    out: dict[int, list[tuple[float, bool]]] = {c.pk: [] for c in characteristics}
+    for i in range(0, len(characteristics), OVERVIEW_CHUNK):
+        chunk = characteristics[i : i + OVERVIEW_CHUNK]
+        whole = [c.pk for c in chunk if c.last_measured_at is not None and c.window_from is None]
+        where = Q(characteristic_id__in=whole) if whole else Q()
+        for c in chunk:
+            if c.window_from is not None:
+                where |= Q(characteristic_id=c.pk, measured_at__gte=c.window_from)
+        if not where:
+            continue
+        found = (
+            Measurement.objects.filter(where)
+            .order_by("characteristic_id", "-measured_at", "-pk")
+            .values_list("characteristic_id", "value", "in_spec")
+        )
+        for cid, value, in_spec in found:
+            values = out[cid]
+            if len(values) < CAPABILITY_WINDOW:
+                values.append((value, in_spec))
+    return out

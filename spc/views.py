@@ -30,8 +30,7 @@ from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ObjectDoesNotExist
-from django.db.models import Count, IntegerField, Max, OuterRef, Q, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Max, OuterRef, Subquery, Sum
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -82,9 +81,6 @@ HISTOGRAM_HEIGHT_PX = 420
 CHART_REFRESH_S = 10
 #: Seconds between two refreshes of the overview table.
 OVERVIEW_REFRESH_S = 30
-#: Characteristics per query when reading the latest values of the overview.
-OVERVIEW_VALUES_CHUNK = 200
-
 CONTENT_TYPES = {"svg": "image/svg+xml", "png": "image/png", "pdf": "application/pdf"}
 SEVERITY_ORDER = {AlarmSeverity.CRITICAL: 0, AlarmSeverity.MAJOR: 1}
 
@@ -190,88 +186,6 @@ def _config_of(characteristic: Characteristic) -> ChartConfig:
         return ChartConfig(characteristic=characteristic)
 
 
-def overview_characteristics() -> list[Characteristic]:
-    """The active characteristics with their station, line, site and chart configuration,
-    and per characteristic (annotations): ``last_measured_at``, ``window_from`` (the time of
-    the :data:`spc.queries.CAPABILITY_WINDOW`-th latest value, empty when there are fewer)
-    and ``open_alarm_count``. One query; each annotation reads the index on
-    (characteristic, measured_at) or the alarms of one characteristic."""
-    latest = Measurement.objects.filter(characteristic=OuterRef("pk")).order_by(
-        "-measured_at", "-pk"
-    )
-    window = queries.CAPABILITY_WINDOW
-    open_alarms = (
-        SpcAlarm.objects.filter(characteristic=OuterRef("pk"), status=AlarmStatus.OPEN)
-        .order_by()
-        .values("characteristic")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
-    return list(
-        Characteristic.objects.filter(is_active=True)
-        .select_related("station__line__site", "chart_config")
-        .annotate(
-            last_measured_at=Subquery(latest.values("measured_at")[:1]),
-            window_from=Subquery(latest.values("measured_at")[window - 1 : window]),
-            open_alarm_count=Coalesce(Subquery(open_alarms, output_field=IntegerField()), Value(0)),
-        )
-        .order_by("station__line__site__code", "station__line__code", "station__sequence", "code")
-    )
-
-
-def overview_recent_values(
-    characteristics: list[Characteristic],
-) -> dict[int, list[tuple[float, bool]]]:
-    """The latest :data:`spc.queries.CAPABILITY_WINDOW` values of each characteristic as
-    ``(value, in_spec)``, newest first (the order of
-    :func:`spc.queries.characteristic_state`): one query per
-    :data:`OVERVIEW_VALUES_CHUNK` characteristics, each bounded below by its
-    ``window_from`` so only the window is read (values tied at that time are cut here)."""
-    out: dict[int, list[tuple[float, bool]]] = {c.pk: [] for c in characteristics}
-    for i in range(0, len(characteristics), OVERVIEW_VALUES_CHUNK):
-        chunk = characteristics[i : i + OVERVIEW_VALUES_CHUNK]
-        whole = [c.pk for c in chunk if c.last_measured_at is not None and c.window_from is None]
-        where = Q(characteristic_id__in=whole) if whole else Q()
-        for c in chunk:
-            if c.window_from is not None:
-                where |= Q(characteristic_id=c.pk, measured_at__gte=c.window_from)
-        if not where:
-            continue
-        found = (
-            Measurement.objects.filter(where)
-            .order_by("characteristic_id", "-measured_at", "-pk")
-            .values_list("characteristic_id", "value", "in_spec")
-        )
-        for cid, value, in_spec in found:
-            values = out[cid]
-            if len(values) < queries.CAPABILITY_WINDOW:
-                values.append((value, in_spec))
-    return out
-
-
-def _state(
-    config: ChartConfig,
-    limits: ControlLimits | None,
-    recent: list[tuple[float, bool]],
-    open_alarms: int,
-) -> str:
-    """The state as :func:`spc.queries.characteristic_state` decides it."""
-    minimum = (
-        queries.MIN_BASELINE_VALUES
-        if config.chart_type == ChartType.I_MR
-        else queries.MIN_BASELINE_SUBGROUPS * max(config.subgroup_size, 2)
-    )
-    if any(not in_spec for _, in_spec in recent[: queries.STATE_WINDOW]):
-        return "out_of_spec"
-    if open_alarms:
-        return "alarm"
-    if limits is not None:
-        return "in_control"
-    if len(recent) < minimum:
-        return "insufficient_data"
-    return "no_limits"
-
-
 def characteristic_overview(
     characteristics: list[Characteristic],
 ) -> list[OverviewRow]:
@@ -285,7 +199,7 @@ def characteristic_overview(
             characteristic_id__in=ids, status=LimitsStatus.APPROVED
         )
     }
-    recent = overview_recent_values(characteristics)
+    recent = queries.overview_recent_values(characteristics)
     rows = []
     for c in characteristics:
         config = _config_of(c)
@@ -293,8 +207,10 @@ def characteristic_overview(
         if limits is not None and limits.chart_type != config.chart_type:
             limits = None  # limits of another chart do not apply (as limits_in_force)
         values = recent[c.pk]
-        state = _state(config, limits, values, c.open_alarm_count)
-        study = queries._capability(c, [v for v, _ in reversed(values)], limits)
+        state = queries.state_decide(
+            config, limits, [ok for _, ok in values], open_alarms=c.open_alarm_count
+        )
+        study = queries.capability_study(c, [v for v, _ in reversed(values)], limits)
         cpk, note = _cpk(study)
         station = c.station
         rows.append(
@@ -373,7 +289,7 @@ def overview(request: HttpRequest) -> HttpResponse:
     """Every active characteristic's state at a glance; ``?line=&station=&state=&sort=``.
     htmx requests aimed at the table get the table only. A bad parameter answers 400 with
     the field named."""
-    characteristics = overview_characteristics()
+    characteristics = queries.overview_characteristics()
     lines = sorted(
         {
             (c.station.line_id, f"{c.station.line.site.code}/{c.station.line.code}")
@@ -751,7 +667,7 @@ def _capability(
         .values_list("value", flat=True)[: queries.CAPABILITY_WINDOW]
     )
     values.reverse()
-    study = queries._capability(characteristic, values, limits_in_force)
+    study = queries.capability_study(characteristic, values, limits_in_force)
     drawn = study.get("status") in ("ok", "no_variation", "insufficient_data")
     histogram = HistogramData(
         code=characteristic.code,

@@ -211,7 +211,7 @@ def _last(any_char, code: str) -> str:
 
 
 def test_overview_rows_agree_with_the_state_of_each_characteristic(plant):
-    rows = views.characteristic_overview(views.overview_characteristics())
+    rows = views.characteristic_overview(queries.overview_characteristics())
 
     assert len(rows) == 5
     for row in rows:
