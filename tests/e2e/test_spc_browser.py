@@ -8,34 +8,19 @@ without a page load. Skips where no browser is installed; fails under
 ``QMS_REQUIRE_SERVICES=1``.
 """
 
-import os
 import re
-import tempfile
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
-from django.db import connections
 from django.utils import timezone
 
 from spc.models import SpcAlarm
 from spc.services import limits_approve, limits_propose, spc_evaluate
-from tests.conftest import require_service
+from tests.e2e.conftest import SCREENSHOTS
 from tests.factories import UserFactory
 from tests.ingest.line21700 import build_line_21700
 from tests.spc.conftest import SIGMA_FILL_G, Recorder, normal
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-SCREENSHOTS = Path(tempfile.gettempdir())
 PASSWORD = "Cell-trace-2026"
 TIMES = "\N{MULTIPLICATION SIGN}"
 #: What the engine signals on the shifted fill mass: the CUSUM and six run rules.
@@ -45,35 +30,11 @@ FILL_SIGNALS = (
 )
 CAUSE = "Dosing pump 2 recalibrated after a pressure drop; +0.02 g offset corrected"
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
-
-
-@pytest.fixture(autouse=True)
-def chromium_present():
-    """Skip (or fail under QMS_REQUIRE_SERVICES=1) before any data is built."""
-    require_service(f"Chromium at {CHROMIUM}", CHROMIUM.exists())
-
-
-@pytest.fixture
-def browser(live_server):
-    """Headless Chromium, closed before the live server stops (see test_trace_browser)."""
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    from playwright.sync_api import sync_playwright
-
-    try:
-        with sync_playwright() as p:
-            chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            try:
-                yield chromium
-            finally:
-                chromium.close()
-                connections.close_all()
-    finally:
-        if previous is None:
-            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.timeout(180),
+    pytest.mark.usefixtures("chromium_present"),
+]
 
 
 @pytest.fixture

@@ -6,15 +6,11 @@ the mother coil, the material lots, the timeline with an out-of-spec value marke
 open holds. Skips where no browser is installed; fails under ``QMS_REQUIRE_SERVICES=1``.
 """
 
-import os
 import re
-import tempfile
-from pathlib import Path
 
 import pytest
-from django.db import connections
 
-from tests.conftest import require_service
+from tests.e2e.conftest import SCREENSHOTS
 from tests.factories import UserFactory, build_plant
 from tests.web.thread import (
     ANODE_SLIT,
@@ -30,58 +26,18 @@ from tests.web.thread import (
     cell_serial,
 )
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-SCREENSHOTS = Path(tempfile.gettempdir())
 PASSWORD = "Cell-trace-2026"
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.timeout(180),
+    pytest.mark.usefixtures("chromium_present"),
+]
 
 
 def texts(locator) -> list[str]:
     """The text of each matched element as written (no CSS text-transform), spaces folded."""
     return [" ".join(t.split()) for t in locator.all_text_contents()]
-
-
-@pytest.fixture(autouse=True)
-def chromium_present():
-    """Skip (or fail under QMS_REQUIRE_SERVICES=1) before any data is built."""
-    require_service(f"Chromium at {CHROMIUM}", CHROMIUM.exists())
-
-
-@pytest.fixture
-def browser(live_server):
-    """Headless Chromium, closed before the live server stops: the server's request threads
-    (and their database connections) end with the browser's keep-alive connections."""
-    # Playwright's sync API runs an event loop in this thread; Django then refuses ORM
-    # calls from it unless told that this test thread is not async code.
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    from playwright.sync_api import sync_playwright
-
-    try:
-        with sync_playwright() as p:
-            chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            try:
-                yield chromium
-            finally:
-                chromium.close()
-                # ORM calls made while Playwright's loop runs get their own connection
-                # (asgiref keys connections by context); close it so none is left open.
-                connections.close_all()
-    finally:
-        if previous is None:
-            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @pytest.fixture
