@@ -237,3 +237,12 @@ class SpcAlarmSerializer(serializers.ModelSerializer):
 class AlarmAcknowledgeInputSerializer(serializers.Serializer):
     cause = serializers.CharField(help_text="Assignable cause found ('none found' is a cause).")
     comment = serializers.CharField(required=False, default="", allow_blank=True)
+
+
+class AlarmCloseInputSerializer(serializers.Serializer):
+    comment = serializers.CharField(
+        required=False,
+        default="",
+        allow_blank=True,
+        help_text="How the reaction ended (e.g. the MRB's disposition).",
+    )

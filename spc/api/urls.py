@@ -30,5 +30,6 @@ urlpatterns = [
         views.AlarmAcknowledgeView.as_view(),
         name="spc-alarm-acknowledge",
     ),
+    path("alarms/<int:alarm>/close/", views.AlarmCloseView.as_view(), name="spc-alarm-close"),
     *router.urls,
 ]

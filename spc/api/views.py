@@ -269,3 +269,24 @@ class AlarmAcknowledgeView(APIView):
         given.is_valid(raise_exception=True)
         services.alarm_acknowledge(alarm=found, actor=request.user, **given.validated_data)
         return Response(serializers.SpcAlarmSerializer(_alarm(alarm)).data)
+
+
+@extend_schema_view(
+    post=extend_schema(
+        summary="Close an acknowledged SPC alarm (its reaction is complete)",
+        description="For an alarm escalated to the MRB once the MRB has decided on its holds. "
+        "An open (unacknowledged) or closed alarm is refused (409).",
+        parameters=[ALARM_PARAM],
+        request=serializers.AlarmCloseInputSerializer,
+        responses={200: serializers.SpcAlarmSerializer, **ERRORS},
+    )
+)
+class AlarmCloseView(APIView):
+    required_perms = ("spc.change_spcalarm",)
+
+    def post(self, request: Request, alarm: int) -> Response:
+        found = _alarm(alarm)
+        given = serializers.AlarmCloseInputSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        services.alarm_close(alarm=found, actor=request.user, **given.validated_data)
+        return Response(serializers.SpcAlarmSerializer(_alarm(alarm)).data)

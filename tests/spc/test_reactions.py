@@ -282,3 +282,24 @@ def test_deciding_needs_the_rights_and_a_known_alarm(alarm_with_hold, client_as)
         "/api/v1/spc/alarms/999999/disposition/", body, format="json"
     )
     assert (missing.status_code, missing.json()["field"]) == (404, "alarm_id")
+
+
+def test_after_the_mrb_an_escalated_alarm_is_closed_and_frees_the_station(
+    alarm_with_hold, client_as
+):
+    alarm, _ = alarm_with_hold
+    client = client_as("mrb_member")
+    url = f"/api/v1/spc/alarms/{alarm.pk}/"
+    early = client.post(url + "close/", {"comment": "too early"}, format="json")
+    assert (early.status_code, early.json()["code"]) == (409, "not_acknowledged")
+    client.post(
+        url + "disposition/",
+        {"decision": "escalate", "cause": "none found", "reason": "MRB to decide"},
+        format="json",
+    )
+    closed = client.post(url + "close/", {"comment": "MRB: cells scrapped"}, format="json")
+    assert closed.status_code == 200, closed.json()
+    alarm.refresh_from_db()
+    assert alarm.status == "closed"
+    assert alarm.comment.endswith("MRB: cells scrapped")
+    assert client_as("operator").post(url + "close/", {}, format="json").status_code == 403
