@@ -44,27 +44,28 @@ _PLAIN_TYPES = frozenset(
 
 
 @cache
-def _copy_plan(model: type[models.Model]) -> tuple[str, str, list[Callable[[Any], Any]]]:
-    """The COPY statement, the sequence look-up and one value getter per column."""
-    opts = model._meta
-    qn = connection.ops.quote_name
-    fields = list(opts.concrete_fields)
+def _object_plan(
+    model: type[models.Model],
+) -> tuple[tuple[str, ...], list[Callable[[Any], Any]]]:
+    """The non-key fields of ``model`` and one value getter each, for :func:`bulk_insert`."""
+    names: list[str] = []
     getters: list[Callable[[Any], Any]] = []
-    for f in fields:
+    for f in model._meta.concrete_fields:
+        if f is model._meta.pk:
+            continue
+        names.append(f.name)
         if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False):
             getters.append(lambda obj, f=f: f.get_db_prep_save(f.pre_save(obj, True), connection))
         elif f.get_internal_type() in _PLAIN_TYPES:
             getters.append(lambda obj, name=f.attname: getattr(obj, name))
         else:
             getters.append(lambda obj, f=f: f.get_db_prep_save(getattr(obj, f.attname), connection))
-    columns = ", ".join(qn(f.column) for f in fields)
-    copy_sql = f"COPY {qn(opts.db_table)} ({columns}) FROM STDIN"
-    seq_sql = "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s) AS g"
-    return copy_sql, seq_sql, getters
+    return tuple(names), getters
 
 
 def bulk_insert(model: type[M], objs: Sequence[M], *, batch_size: int = 5000) -> Sequence[M]:
-    """Insert ``objs`` (new, unsaved instances of ``model``) and set their primary keys.
+    """Insert ``objs`` (new, unsaved instances of ``model``) and set their primary keys
+    (:func:`insert_rows` with the instances' values).
 
     Not for models with history (simple-history records nothing for bulk writes) and not
     for rows that need ``save()`` or signals: this is for append-only records.
@@ -73,18 +74,11 @@ def bulk_insert(model: type[M], objs: Sequence[M], *, batch_size: int = 5000) ->
         return objs
     if connection.vendor != "postgresql" or len(objs) < COPY_THRESHOLD:
         return model._default_manager.bulk_create(objs, batch_size=batch_size)
-    copy_sql, seq_sql, getters = _copy_plan(model)
+    names, getters = _object_plan(model)
+    ids = insert_rows(model, names, [[get(obj) for get in getters] for obj in objs])
     pk = model._meta.pk
-    with connection.cursor() as cursor:
-        cursor.execute(seq_sql, [model._meta.db_table, pk.column, len(objs)])
-        ids = [row[0] for row in cursor.fetchall()]
-        for obj, pk_value in zip(objs, ids, strict=True):
-            setattr(obj, pk.attname, pk_value)
-        # COPY runs on the driver's cursor: translate its errors as Django's own cursor does.
-        with connection.wrap_database_errors, cursor.copy(copy_sql) as copy:
-            for obj in objs:
-                copy.write_row([get(obj) for get in getters])
-    for obj in objs:
+    for obj, pk_value in zip(objs, ids, strict=True):
+        setattr(obj, pk.attname, pk_value)
         obj._state.adding = False
         obj._state.db = connection.alias
     return objs
