@@ -7,6 +7,7 @@ class ComplianceConfig(AppConfig):
 
     def ready(self) -> None:
         from genealogy.events import MeasurementsRecorded
+        from inspection.events import VisionFlagged
         from qms import events as registry
         from qms.ingest import registry as ingest_registry
         from spc.events import AlarmExtended, AlarmRaised
@@ -15,6 +16,7 @@ class ComplianceConfig(AppConfig):
         from .handlers import handle_hold_request
         from .subscribers import (
             hold_out_of_spec_units,
+            hold_vision_flagged_cells,
             react_to_spc_alarm,
             react_to_spc_alarm_extended,
         )
@@ -36,5 +38,11 @@ class ComplianceConfig(AppConfig):
             react_to_spc_alarm_extended,
             app_label="compliance",
             description="hold the units a continuing SPC alarm added to its window",
+        )
+        registry.subscribe(
+            VisionFlagged,
+            hold_vision_flagged_cells,
+            app_label="compliance",
+            description="hold the cells made from coil metres vision flagged (defect or gap)",
         )
         ingest_registry.register("hold_request", handle_hold_request, app_label=self.label)

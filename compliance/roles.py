@@ -4,9 +4,10 @@
   places holds; views SPC charts, limits and alarms.
 * quality_engineer: all of operator, plus releases holds, edits the control plan, replays
   or discards dead letters, and sends line-stop / hold commands to stations; configures
-  SPC charts, proposes, approves and rejects control limits, acknowledges SPC alarms.
+  SPC charts, proposes, approves and rejects control limits, acknowledges SPC alarms;
+  registers, approves and activates vision models, reviews vision defects.
 * mrb_member: views everything, places and releases holds (disposition), sends station
-  commands, acknowledges SPC alarms.
+  commands, acknowledges SPC alarms, reviews vision defects.
 * auditor: view permission on every Celltrace model and nothing else (read-only).
 * integration: API-only accounts of plant systems; the token's scope decides writes.
 
@@ -18,7 +19,17 @@ anything that needs the roles restored (e.g. after a test flushes the database).
 from django.apps import apps as global_apps
 from django.contrib.auth.management import create_permissions
 
-APPS = ["qms", "ingest", "files", "opcua", "sparkplug", "genealogy", "spc", "compliance"]
+APPS = [
+    "qms",
+    "ingest",
+    "files",
+    "opcua",
+    "sparkplug",
+    "genealogy",
+    "spc",
+    "inspection",
+    "compliance",
+]
 
 ROLES: dict[str, dict[str, list[str]]] = {
     "operator": {
@@ -51,12 +62,20 @@ ROLES: dict[str, dict[str, list[str]]] = {
             "approve_controllimits",
             "change_spcalarm",
         ],
+        "inspection": [
+            "add_inspectionmodel",
+            "approve_inspectionmodel",
+            "change_inspectionstation",
+            "add_defectreview",
+            "change_coilflag",
+        ],
     },
     "mrb_member": {
         "compliance": ["add_hold", "change_hold"],
         "genealogy": ["change_unit"],
         "ingest": ["add_stationcommand"],
         "spc": ["change_spcalarm"],
+        "inspection": ["add_defectreview", "change_coilflag"],
     },
     "auditor": {},
     "integration": {},

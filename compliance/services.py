@@ -18,6 +18,8 @@ from simple_history.utils import bulk_update_with_history
 
 from genealogy.choices import UnitKind, UnitStatus
 from genealogy.models import Measurement, Unit
+from inspection.choices import FlagAction
+from inspection.models import CoilFlag
 from qms import events
 from qms.choices import CommandTransport, SpecialCharacteristic
 from qms.exceptions import InvalidInput, NotFound, Refused
@@ -294,6 +296,50 @@ def _station_react(*, hold: Hold, characteristic: Characteristic, units: Sequenc
         reference=hold.number,
         unit_serials=[u.serial for u in units],
     )
+
+
+def vision_hold(*, flag_ids: Sequence[int], unit_ids: Sequence[int]) -> list[Hold]:
+    """Hold the cells made from coil metres vision flagged for a hold: one hold per flag,
+    naming the coil, the metres and what was found there. Scrapped cells are left alone.
+    Safe to run twice: a cell already held for a flag is not held for it again."""
+    flags = list(
+        CoilFlag.objects.filter(pk__in=list(flag_ids), action=FlagAction.HOLD)
+        .select_related("coil", "result__camera__station")
+        .order_by("pk")
+    )
+    holds = []
+    actor = None
+    for flag in flags:
+        reference = f"vision flag #{flag.pk}"
+        already = set(
+            HoldUnit.objects.filter(
+                hold__source=HoldSource.VISION, hold__source_reference=reference
+            ).values_list("unit_id", flat=True)
+        )
+        cells = list(
+            Unit.objects.filter(
+                pk__in=list(unit_ids), vision_cell_flags__flag=flag, kind=UnitKind.CELL
+            )
+            .exclude(status=UnitStatus.SCRAPPED)
+            .exclude(pk__in=already)
+            .order_by("pk")
+        )
+        if not cells:
+            continue
+        actor = actor or system_actor()
+        holds.append(
+            hold_place(
+                units=cells,
+                reason=(
+                    f"Made from {flag.coil.serial} metres {flag.start_m:.3f} to {flag.end_m:.3f}: "
+                    f"{flag.reason}"
+                ),
+                source=HoldSource.VISION,
+                source_reference=reference,
+                actor=actor,
+            )
+        )
+    return holds
 
 
 # --- reactions to SPC alarms ------------------------------------------------------------------

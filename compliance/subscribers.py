@@ -4,6 +4,7 @@ Each subscriber only enqueues a task; the task does the work and is safe to run 
 """
 
 from genealogy.events import MeasurementsRecorded
+from inspection.events import VisionFlagged
 from spc.events import AlarmExtended, AlarmRaised
 
 
@@ -25,3 +26,9 @@ def react_to_spc_alarm_extended(evt: AlarmExtended) -> None:
     from .tasks import spc_alarm_extend_task
 
     spc_alarm_extend_task.delay(alarm_id=evt.alarm_id)
+
+
+def hold_vision_flagged_cells(evt: VisionFlagged) -> None:
+    from .tasks import vision_hold_task
+
+    vision_hold_task.delay(flag_ids=list(evt.flag_ids), unit_ids=list(evt.unit_ids))

@@ -42,3 +42,15 @@ def spc_alarm_extend_task(self, *, alarm_id: int) -> str | None:
     """Hold what a continuing SPC alarm added to its window; safe to repeat."""
     reaction = services.spc_alarm_extend(alarm_id=alarm_id)
     return reaction.hold.number if reaction is not None else None
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def vision_hold_task(self, *, flag_ids: list[int], unit_ids: list[int]) -> list[str]:
+    """Hold the cells made from vision-flagged coil metres; safe to repeat."""
+    return [h.number for h in services.vision_hold(flag_ids=flag_ids, unit_ids=unit_ids)]

@@ -37,6 +37,7 @@ TASK_ROUTES = {
     # reactions to what an ingest batch committed
     "compliance.tasks.out_of_spec_hold_task": {"queue": "ingest"},
     "compliance.tasks.spc_alarm_*": {"queue": "spc"},
+    "compliance.tasks.vision_hold_task": {"queue": "vision"},
     "genealogy.tasks.*": {"queue": "ingest"},
     # scheduled ingest reports (shift summary, dead-letter digest)
     "qms.ingest.tasks.*": {"queue": "reports"},

@@ -100,6 +100,9 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+# Uploaded and generated files: vision evidence (defect crops, frames), reports.
+MEDIA_ROOT = env.path("MEDIA_ROOT", default=VAR_DIR / "media")
+MEDIA_URL = "media/"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -135,6 +138,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "InspectionVerdictEnum": "inspection.choices.Verdict",
+        "ReviewVerdictEnum": "inspection.choices.ReviewVerdict",
+    },
 }
 
 # --- Celery -------------------------------------------------------------------------------
@@ -172,6 +179,11 @@ QMS_FILE_IMPORT_MAX_BYTES = env.int("QMS_FILE_IMPORT_MAX_BYTES", default=64 * 10
 
 # Who may scrape /metrics without logging in (besides integration tokens): CIDR list.
 METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"])
+
+# Where registered vision and risk model files are kept (copied there when registered).
+QMS_MODEL_STORE = env.path("QMS_MODEL_STORE", default=VAR_DIR / "models")
+# Largest image (frame or crop, encoded) the inspection path accepts, in bytes.
+QMS_VISION_MAX_IMAGE_BYTES = env.int("QMS_VISION_MAX_IMAGE_BYTES", default=6 * 1024 * 1024)
 
 # --- MQTT (used by the ingest transports) -------------------------------------------------
 MQTT_URL = env.str("MQTT_URL", default="")

@@ -21,6 +21,13 @@ def fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def file_stores(settings, tmp_path):
+    """Model files and evidence images a test writes go to its own folder, not ``var/``."""
+    settings.QMS_MODEL_STORE = tmp_path / "model-store"
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
 @pytest.fixture
 def plant(db):
     from tests.factories import build_plant

@@ -34,6 +34,8 @@ from qms.choices import SpecialCharacteristic as SC
 from qms.files import demo as files_demo
 from qms.models import Characteristic, Equipment, Integration, Line, Site, Station
 
+from . import vision as vision_demo
+
 SEED_REASON = "demo plant seeded"
 
 SITE_CODE = "GF1"
@@ -993,4 +995,5 @@ def seed() -> SeedResult:
     _seed_users(result)
     for _profile in files_demo.profiles_seed():
         result.count("file import profiles")
+    vision_demo.cameras_seed(result)
     return result

@@ -17,6 +17,7 @@ class Transport(models.TextChoices):
     FILE = "file", "File import"
     REST = "rest", "REST"
     DIRECT = "direct", "Direct (in-process)"
+    VISION = "vision", "Vision worker"
 
 
 class IngestMessage(models.Model):

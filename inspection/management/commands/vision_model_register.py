@@ -1,0 +1,71 @@
+"""Register a trained vision model (ONNX + manifest + golden set) in the model registry.
+
+The file's sha256 is checked against its manifest and the golden set is run with
+onnxruntime before anything is registered; a refused model leaves nothing behind and the
+active model keeps running. Approval and activation are a quality engineer's: with
+``--approve-as <username>`` and ``--activate`` the command does both as that user (for
+commissioning a plant), otherwise they are done on the model registry page or the API.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from inspection import services
+from inspection.models import InspectionModel
+from inspection.vision.model import default_model_paths
+from qms.exceptions import DomainError
+from qms.ingest.services import transport_actor
+
+
+class Command(BaseCommand):
+    help = "Register a trained vision model; optionally approve and activate it."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--manifest", help="Manifest JSON (default: the committed model).")
+        parser.add_argument("--onnx", help="ONNX file (default: beside the manifest).")
+        parser.add_argument("--golden", help="Golden set .npz (default: named in the manifest).")
+        parser.add_argument("--approve-as", help="Approve as this quality engineer.")
+        parser.add_argument("--activate", action="store_true", help="Activate after approval.")
+        parser.add_argument("--reason", default="", help="Reason for approval / activation.")
+
+    def handle(self, *args, **options) -> None:
+        manifest, onnx, golden = default_model_paths()
+        if options["manifest"]:
+            manifest, onnx, golden = options["manifest"], options["onnx"], options["golden"]
+        approver = None
+        if options["approve_as"]:
+            approver = get_user_model().objects.filter(username=options["approve_as"]).first()
+            if approver is None:
+                raise CommandError(f"No user {options['approve_as']!r}.")
+        reason = options["reason"] or "Commissioning: model trained and validated in-house"
+        try:
+            meta = json.loads(Path(manifest).read_text(encoding="utf-8"))
+            model = InspectionModel.objects.filter(
+                name=meta.get("name"), version=meta.get("version")
+            ).first()
+            if model is None:
+                model = services.model_register(
+                    manifest_path=manifest,
+                    onnx_path=onnx,
+                    golden_path=golden,
+                    actor=approver or transport_actor("file"),
+                )
+                self.stdout.write(
+                    f"Registered {model} (sha256 {model.sha256[:12]}…, golden set "
+                    f"{model.golden_result.get('count')} patches passed)."
+                )
+            else:
+                self.stdout.write(f"{model} is registered already ({model.get_state_display()}).")
+            if approver is not None and model.state == "validated":
+                model = services.model_approve(model=model, actor=approver, reason=reason)
+                self.stdout.write(f"Approved {model} as {approver.username}.")
+            if options["activate"] and approver is not None and model.state != "active":
+                model = services.model_activate(model=model, actor=approver, reason=reason)
+                self.stdout.write(f"Activated {model}.")
+        except DomainError as exc:
+            raise CommandError(f"Refused: {exc.message}") from exc

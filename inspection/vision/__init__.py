@@ -1,0 +1,1 @@
+"""Inline vision: frame screening, the inspection model runtime and the inference pipeline."""

@@ -1,0 +1,709 @@
+"""Train, calibrate, export and check the electrode-surface inspection model.
+
+    python scripts/train_vision_model.py --out inspection/model_files --version 1.0.0
+
+Renders its own data with ``inspection.synthetic`` (nothing is downloaded), trains a small
+two-head CNN with torch (8 class logits and a coarse defect map), exports one ONNX graph
+with normalisation, softmax and sigmoid inside, calibrates the decision thresholds on a
+validation set, measures the shipped graph on an in-distribution test set and on the
+shifted held-out rendering, and writes the ONNX file, its manifest and a golden set.
+
+Nothing is written unless onnxruntime reproduces the torch outputs on the golden set
+within tolerance. Same seed, sizes, epochs and ``--threads`` give the same weights on one
+machine (deterministic algorithms; the thread count changes summation order). Needs the
+pinned ``requirements/train.txt``; the runtime needs only ``inspection/vision/model.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+from inspection.synthetic import (  # noqa: E402
+    CLASSES,
+    GENERATOR_VERSION,
+    SUBSTRATES,
+    Dataset,
+    RenderParams,
+    dataset,
+    patch,
+)
+from inspection.vision.model import (  # noqa: E402
+    DECISION_RULE,
+    OK_CLASS,
+    ModelError,
+    Thresholds,
+    VisionModel,
+    canonical_json,
+    file_sha256,
+    golden_check,
+)
+
+NAME = "electrode-surface"
+INPUT_SIZE = 128
+MAP_CELL_PX = 8  # one defect-map cell covers 8 x 8 px = 160 x 160 µm at 20 µm/px
+MAP_SIZE = INPUT_SIZE // MAP_CELL_PX
+OPSET = 17
+GOLDEN_PER_CLASS = 5
+GOLDEN_TOLERANCE = 1e-4
+# Calibration targets, a little inside the product targets (escapes <= 3 %, false alarms
+# <= 1 %) because the validation set is finite and the held-out rendering is harsher.
+TARGET_FALSE_ALARM = 0.005
+AUTO_ACT_PRECISION = 0.99
+REVIEW_KEEP = 0.99
+# Seeds are offsets from --seed; the held-out seed is never used to render training data.
+SEED_OFFSETS = {"train": 0, "train_jitter": 1, "val": 2, "val_jitter": 3, "test": 4, "heldout": 5}
+
+
+# --------------------------------------------------------------------------- data
+
+
+def jittered_params(rng: np.random.Generator, base: RenderParams) -> RenderParams:
+    """A rendering between ``base`` and ``base.shifted()``, leaning towards the shifted end.
+
+    One shared position t0 (density rising towards the shifted set) plus a small independent
+    wobble per parameter, and a camera (fixed pattern, illumination tilt) drawn from seeds
+    5000-5999: neither the base camera nor the held-out one.
+    """
+    shifted = base.shifted()
+    t0 = float(rng.uniform(0.0, 1.0) ** 0.5)
+
+    def lerp(a: float, b: float) -> float:
+        t = float(np.clip(t0 + rng.normal(0.0, 0.15), 0.0, 1.0))
+        return a + t * (b - a)
+
+    return replace(
+        base,
+        noise_sigma=lerp(base.noise_sigma, shifted.noise_sigma),
+        shot_noise_gain=lerp(base.shot_noise_gain, shifted.shot_noise_gain),
+        gradient_strength=lerp(base.gradient_strength, shifted.gradient_strength),
+        fpn_gain_sigma=lerp(base.fpn_gain_sigma, shifted.fpn_gain_sigma),
+        contrast_range=(
+            lerp(base.contrast_range[0], shifted.contrast_range[0]),
+            lerp(base.contrast_range[1], shifted.contrast_range[1]),
+        ),
+        defocus_sigma_px=lerp(base.defocus_sigma_px, shifted.defocus_sigma_px),
+        camera_seed=int(rng.integers(5000, 6000)),
+        name="jitter",
+    )
+
+
+def jittered_dataset(n_per_class: int, seed: int, base: RenderParams) -> Dataset:
+    """Like ``synthetic.dataset`` but every patch gets its own :func:`jittered_params`."""
+    jobs = [(c, s) for s in SUBSTRATES for c in CLASSES for _ in range(n_per_class)]
+    seeds = np.random.SeedSequence([seed, 0x1177]).spawn(len(jobs))
+    n = len(jobs)
+    images = np.zeros((n, INPUT_SIZE, INPUT_SIZE), np.uint8)
+    masks = np.zeros((n, INPUT_SIZE, INPUT_SIZE), bool)
+    labels = np.zeros(n, np.int64)
+    subs = np.zeros(n, np.int64)
+    for i, ((cls, sub), ss) in enumerate(zip(jobs, seeds, strict=True)):
+        param_ss, patch_ss = ss.spawn(2)
+        params = jittered_params(np.random.default_rng(param_ss), base)
+        sample = patch(cls, sub, np.random.default_rng(patch_ss), params, INPUT_SIZE)
+        images[i], masks[i] = sample.image, sample.mask
+        labels[i], subs[i] = CLASSES.index(cls), SUBSTRATES.index(sub)
+    return Dataset(images, masks, labels, subs, base, seed)
+
+
+def mixed_set(n_per_class: int, fraction: float, seed_base: int, seed_jitter: int, base):
+    """``n_per_class`` per class and substrate: a share rendered with base params, the rest
+    with jittered params. Returns images, masks, labels, substrates."""
+    n_jitter = round(n_per_class * fraction)
+    parts = []
+    if n_per_class - n_jitter:
+        parts.append(dataset(n_per_class - n_jitter, seed=seed_base, params=base))
+    if n_jitter:
+        parts.append(jittered_dataset(n_jitter, seed_jitter, base))
+    return (
+        np.concatenate([p.images for p in parts]),
+        np.concatenate([p.masks for p in parts]),
+        np.concatenate([p.labels for p in parts]),
+        np.concatenate([p.substrates for p in parts]),
+    )
+
+
+def map_target(masks: np.ndarray) -> np.ndarray:
+    """Pixel masks (N, 128, 128) -> (N, 16, 16) float: 1 where any pixel of the cell is defect."""
+    n = masks.shape[0]
+    cells = masks.reshape(n, MAP_SIZE, MAP_CELL_PX, MAP_SIZE, MAP_CELL_PX)
+    return cells.any(axis=(2, 4)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- model
+
+
+def _conv_bn(c_in: int, c_out: int, k: int = 3, stride: int = 1, groups: int = 1) -> list:
+    return [
+        nn.Conv2d(c_in, c_out, k, stride, k // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    ]
+
+
+def _separable(c_in: int, c_out: int, stride: int) -> list:
+    """Depthwise 3x3 (stride) then pointwise 1x1: a ninth of a full conv's multiply-adds."""
+    return _conv_bn(c_in, c_in, 3, stride, c_in) + _conv_bn(c_in, c_out, 1)
+
+
+class SurfaceNet(nn.Module):
+    """Two-head CNN on a 128 x 128 grey crop.
+
+    Stem: full 3x3 conv, stride 2 (64 x 64). Then depthwise-separable blocks down to 16 x 16,
+    where the defect-map head reads (3x3 conv + 1x1 conv + sigmoid: one cell per 8 x 8 px),
+    and on down to 4 x 4 for the class head (global average pooling, one linear layer,
+    softmax). Input is the raw grey value; ``(x / 255 - mean) / std`` is the first op.
+    """
+
+    def __init__(
+        self,
+        widths=(24, 32, 64, 96, 128),
+        mean: float = 0.5,
+        std: float = 0.25,
+        pool: str = "avg+max",
+    ):
+        super().__init__()
+        self.pool = pool
+        w0, w1, w2, w3, w4 = widths
+        self.register_buffer("mean", torch.tensor(float(mean)))
+        self.register_buffer("std", torch.tensor(float(std)))
+        self.encoder = nn.Sequential(
+            *_conv_bn(1, w0, 3, 2),  # 64
+            *_separable(w0, w1, 2),  # 32
+            *_separable(w1, w1, 1),
+            *_separable(w1, w2, 2),  # 16
+            *_separable(w2, w2, 1),
+        )
+        self.map_head = nn.Sequential(*_conv_bn(w2, 16, 3), nn.Conv2d(16, 1, 1))
+        self.deep = nn.Sequential(
+            *_separable(w2, w3, 2),  # 8
+            *_separable(w3, w3, 1),
+            *_separable(w3, w4, 2),  # 4
+        )
+        self.classifier = nn.Linear(w4 * (2 if pool == "avg+max" else 1), len(CLASSES))
+
+    def logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = (x / 255.0 - self.mean) / self.std
+        features = self.encoder(x)
+        map_logits = self.map_head(features)
+        deep = self.deep(features)
+        pooled = deep.mean(dim=(2, 3))
+        if self.pool == "avg+max":
+            # The max keeps a small defect's response from being averaged away.
+            pooled = torch.cat([pooled, deep.amax(dim=(2, 3))], dim=1)
+        return self.classifier(pooled), map_logits
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        class_logits, map_logits = self.logits(x)
+        return torch.softmax(class_logits, dim=1), torch.sigmoid(map_logits)
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    p = torch.sigmoid(logits).flatten(1)
+    t = target.flatten(1)
+    inter = (p * t).sum(1)
+    denom = p.sum(1) + t.sum(1)
+    has_defect = t.sum(1) > 0
+    if not has_defect.any():
+        return logits.new_zeros(())
+    dice = 1.0 - (2.0 * inter + 1.0) / (denom + 1.0)
+    return dice[has_defect].mean()
+
+
+def train(model, images, maps, labels, *, epochs, batch, lr, seed, log) -> list[dict]:
+    """AdamW with a one-cycle schedule; random flips on both axes (they keep the machine
+    direction a machine direction, which 90-degree turns would not)."""
+    gen = torch.Generator().manual_seed(seed)
+    # Channels-last roughly halves the time of the depthwise convolutions on CPU.
+    model.to(memory_format=torch.channels_last)
+    x_all = torch.from_numpy(images)
+    m_all = torch.from_numpy(maps)
+    y_all = torch.from_numpy(labels)
+    n = len(labels)
+    steps = epochs * (n // batch)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.2)
+    history = []
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(n, generator=gen)
+        totals = {"loss": 0.0, "ce": 0.0, "map": 0.0, "correct": 0}
+        t0 = time.perf_counter()
+        for b in range(n // batch):
+            idx = order[b * batch : (b + 1) * batch]
+            x = x_all[idx].float().unsqueeze(1).contiguous(memory_format=torch.channels_last)
+            m = m_all[idx].unsqueeze(1)
+            y = y_all[idx]
+            flip = torch.rand(2, generator=gen)
+            if flip[0] < 0.5:
+                x, m = x.flip(3), m.flip(3)
+            if flip[1] < 0.5:
+                x, m = x.flip(2), m.flip(2)
+            class_logits, map_logits = model.logits(x)
+            ce = F.cross_entropy(class_logits, y, label_smoothing=0.02)
+            map_loss = F.binary_cross_entropy_with_logits(map_logits, m) + dice_loss(
+                map_logits, m
+            )
+            loss = ce + 0.5 * map_loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            totals["loss"] += loss.item() * len(idx)
+            totals["ce"] += ce.item() * len(idx)
+            totals["map"] += map_loss.item() * len(idx)
+            totals["correct"] += int((class_logits.argmax(1) == y).sum())
+        seen = (n // batch) * batch
+        row = {
+            "epoch": epoch + 1,
+            "loss": round(totals["loss"] / seen, 4),
+            "ce": round(totals["ce"] / seen, 4),
+            "map_loss": round(totals["map"] / seen, 4),
+            "train_acc": round(totals["correct"] / seen, 4),
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        history.append(row)
+        log(f"epoch {row}")
+    model.to(memory_format=torch.contiguous_format)
+    model.eval()
+    return history
+
+
+# --------------------------------------------------------------------------- export, checks
+
+
+def export_onnx(model: SurfaceNet, path: Path) -> None:
+    model.eval()
+    example = torch.full((2, 1, INPUT_SIZE, INPUT_SIZE), 128.0)
+    with warnings.catch_warnings():
+        # The TorchScript exporter is the one that needs no extra package (onnxscript).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            dynamo=False,
+            input_names=["image"],
+            output_names=["probs", "defect_map"],
+            dynamic_axes={"image": {0: "N"}, "probs": {0: "N"}, "defect_map": {0: "N"}},
+            opset_version=OPSET,
+            do_constant_folding=True,
+        )
+    graph = onnx.load(str(path))
+    onnx.checker.check_model(graph)
+    graph.doc_string = f"{NAME}: electrode coating / separator surface defects, 128x128 grey"
+    onnx.save(graph, str(path))
+
+
+def ort_session(path: Path, threads: int = 1) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_ort(session, images: np.ndarray, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    probs, maps = [], []
+    for i in range(0, len(images), batch):
+        x = images[i : i + batch].astype(np.float32)[:, None]
+        p, m = session.run(["probs", "defect_map"], {"image": x})
+        probs.append(p)
+        maps.append(m[:, 0])
+    return np.concatenate(probs), np.concatenate(maps)
+
+
+def run_torch(model, images: np.ndarray, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    probs, maps = [], []
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            x = torch.from_numpy(images[i : i + batch]).float().unsqueeze(1)
+            p, m = model(x)
+            probs.append(p.numpy())
+            maps.append(m[:, 0].numpy())
+    return np.concatenate(probs), np.concatenate(maps)
+
+
+def crops_per_second(session, seconds: float = 4.0, batch: int = 32) -> float:
+    """Bare onnxruntime throughput at ``batch`` on random grey crops (session's threads)."""
+    x = np.random.default_rng(0).integers(0, 256, (batch, 1, INPUT_SIZE, INPUT_SIZE))
+    x = x.astype(np.float32)
+    for _ in range(10):
+        session.run(None, {"image": x})
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        session.run(None, {"image": x})
+        n += batch
+    return n / (time.perf_counter() - t0)
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def _r(x: float) -> float:
+    return round(float(x), 6)
+
+
+def calibrate(probs: np.ndarray, labels: np.ndarray) -> Thresholds:
+    """Thresholds from validation probabilities.
+
+    ok decision: on a grid of values of ``1 - p(ok)``, keep those with a false-alarm rate at
+    most TARGET_FALSE_ALARM, take the ones with the fewest escapes + false alarms, and of
+    those the middle one (the widest margin on both sides). Per defect class k, among crops
+    called k: ``high`` is the lowest p(k) from which on every higher cut keeps precision at
+    least AUTO_ACT_PRECISION (1.0 if none: never act automatically); ``low`` keeps
+    REVIEW_KEEP of the correct calls of k at or above it.
+    """
+    ok = CLASSES.index(OK_CLASS)
+    d = 1.0 - probs[:, ok].astype(np.float64)
+    is_ok = labels == ok
+    grid = 1.0 / (1.0 + np.exp(-np.linspace(-9.0, 9.0, 721)))
+    fa = np.array([(d[is_ok] >= t).mean() for t in grid])
+    esc = np.array([(d[~is_ok] < t).mean() for t in grid])
+    feasible = fa <= TARGET_FALSE_ALARM
+    cost = np.where(feasible, esc + fa, np.inf)
+    best = np.flatnonzero(cost == cost.min())
+    t_ok = _r(grid[best[len(best) // 2]])
+
+    provisional = Thresholds(
+        classes=CLASSES,
+        ok_decision=t_ok,
+        high=(1.0,) * (len(CLASSES) - 1),
+        low=(0.0,) * (len(CLASSES) - 1),
+    )
+    calls = provisional.decide(probs)
+    high, low = [], []
+    for cls in provisional.defect_classes:
+        k = CLASSES.index(cls)
+        q = np.array([c.confidence for c in calls if c.cls == cls])
+        right = np.array(
+            [labels[i] == k for i, c in enumerate(calls) if c.cls == cls], dtype=bool
+        )
+        if len(q) == 0:
+            high.append(1.0)
+            low.append(0.0)
+            continue
+        order = np.argsort(-q, kind="stable")
+        q, right = q[order], right[order]
+        precision = np.cumsum(right) / np.arange(1, len(q) + 1)
+        # Highest index i such that the top-(i+1) calls, and every shorter prefix, keep the
+        # target precision; the threshold is then q[i].
+        ok_prefix = np.minimum.accumulate(precision >= AUTO_ACT_PRECISION)
+        h = float(q[np.flatnonzero(ok_prefix)[-1]]) if ok_prefix[0] else 1.0
+        correct_q = np.sort(q[right])
+        lo = float(correct_q[int(np.floor((1.0 - REVIEW_KEEP) * len(correct_q)))])
+        lo = min(lo, h)
+        high.append(_r(np.floor(h * 1e6) / 1e6))
+        low.append(_r(np.floor(lo * 1e6) / 1e6))
+    return Thresholds(classes=CLASSES, ok_decision=t_ok, high=tuple(high), low=tuple(low))
+
+
+def metrics(probs: np.ndarray, labels: np.ndarray, thresholds: Thresholds) -> dict:
+    """Figures after thresholds: accuracy, macro F1, per class P/R/F1, escapes, false alarms,
+    confusion matrix (rows true, columns predicted, in CLASSES order) and band shares."""
+    calls = thresholds.decide(probs)
+    pred = np.array([CLASSES.index(c.cls) for c in calls])
+    k = len(CLASSES)
+    cm = np.zeros((k, k), np.int64)
+    np.add.at(cm, (labels, pred), 1)
+    per_class = {}
+    f1s = []
+    for i, cls in enumerate(CLASSES):
+        tp = cm[i, i]
+        p = tp / cm[:, i].sum() if cm[:, i].sum() else 0.0
+        r = tp / cm[i, :].sum() if cm[i, :].sum() else 0.0
+        f1 = 2 * p * r / (p + r) if p + r else 0.0
+        f1s.append(f1)
+        per_class[cls] = {"precision": _r(p), "recall": _r(r), "f1": _r(f1)}
+    ok = CLASSES.index(OK_CLASS)
+    defects = labels != ok
+    bands = {b: 0 for b in ("act", "review", "log")}
+    for c in calls:
+        bands[c.band] += 1
+    defect_calls = [c for c, y in zip(calls, labels, strict=True) if y != ok and c.cls != OK_CLASS]
+    return {
+        "count": int(len(labels)),
+        "accuracy": _r((pred == labels).mean()),
+        "macro_f1": _r(np.mean(f1s)),
+        "escape_rate": _r((pred[defects] == ok).mean()),
+        "false_alarm_rate": _r((pred[~defects] != ok).mean()),
+        "per_class": per_class,
+        "confusion_matrix": cm.tolist(),
+        "bands": bands,
+        "defects_acted_automatically": _r(
+            sum(c.band == "act" for c in defect_calls) / max(1, int(defects.sum()))
+        ),
+    }
+
+
+def golden_indices(labels: np.ndarray, subs: np.ndarray, per_class: int) -> list[int]:
+    """``per_class`` crops of every class, alternating substrates, first ones in set order."""
+    out = []
+    for k in range(len(CLASSES)):
+        for j in range(per_class):
+            s = j % len(SUBSTRATES)
+            cand = np.flatnonzero((labels == k) & (subs == s))
+            out.append(int(cand[j // len(SUBSTRATES)]))
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, required=True, help="directory to write the files to")
+    ap.add_argument("--version", required=True, help="model version, e.g. 1.0.0")
+    ap.add_argument("--train", type=int, default=900, help="training crops per class/substrate")
+    ap.add_argument("--val", type=int, default=150, help="validation crops per class/substrate")
+    ap.add_argument("--test", type=int, default=200, help="test crops per class/substrate")
+    ap.add_argument("--seed", type=int, default=1000)
+    ap.add_argument("--epochs", type=int, default=14)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=4e-3)
+    ap.add_argument("--jitter-fraction", type=float, default=0.6)
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t_start:7.1f}s] {msg}", flush=True)
+
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed % 2**32)  # noqa: NPY002 - nothing should use it; pinned anyway
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(args.threads)
+    seeds = {k: args.seed + v for k, v in SEED_OFFSETS.items()}
+    train_seeds = {seeds[k] for k in ("train", "train_jitter", "val", "val_jitter")}
+    if seeds["heldout"] in train_seeds:
+        raise SystemExit("the held-out seed must differ from every training seed")
+
+    base = RenderParams()
+    shifted = base.shifted()
+    log("rendering training and validation sets")
+    x_tr, m_tr, y_tr, s_tr = mixed_set(
+        args.train, args.jitter_fraction, seeds["train"], seeds["train_jitter"], base
+    )
+    x_va, _, y_va, _ = mixed_set(
+        args.val, args.jitter_fraction, seeds["val"], seeds["val_jitter"], base
+    )
+    log("rendering test (base) and held-out (shifted) sets")
+    test = dataset(args.test, seed=seeds["test"], params=base)
+    held = dataset(args.test, seed=seeds["heldout"], params=shifted)
+    data_hash = hashlib.sha256()
+    for arr in (x_tr, m_tr, y_tr):
+        data_hash.update(np.ascontiguousarray(arr).tobytes())
+    t_data = time.perf_counter() - t_start
+    log(f"data ready: train {len(y_tr)}, val {len(y_va)}, test {len(test.labels)} + {len(held.labels)}")
+
+    model = SurfaceNet()
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"model: {n_params} parameters")
+    t_train0 = time.perf_counter()
+    history = train(
+        model,
+        x_tr,
+        map_target(m_tr),
+        y_tr,
+        epochs=args.epochs,
+        batch=args.batch,
+        lr=args.lr,
+        seed=args.seed,
+        log=log,
+    )
+    t_train = time.perf_counter() - t_train0
+
+    stem = f"{NAME}-{args.version}"
+    with tempfile.TemporaryDirectory(prefix="vision-model-") as tmp:
+        tmp = Path(tmp)
+        onnx_path = tmp / f"{stem}.onnx"
+        export_onnx(model, onnx_path)
+        session = ort_session(onnx_path, threads=args.threads)
+        log("calibrating thresholds on validation")
+        thresholds = calibrate(run_ort(session, x_va)[0], y_va)
+        log(f"thresholds {thresholds.set_id}: {thresholds.as_dict()}")
+        results = {}
+        for key, ds in (("in_distribution", test), ("heldout_shifted", held)):
+            results[key] = metrics(run_ort(session, ds.images)[0], ds.labels, thresholds)
+            r = results[key]
+            log(
+                f"{key}: acc {r['accuracy']} macro F1 {r['macro_f1']} escapes "
+                f"{r['escape_rate']} false alarms {r['false_alarm_rate']}"
+            )
+
+        # Golden set: crops from the test and the held-out set, outputs from torch.
+        gi_t = golden_indices(test.labels, test.substrates, 3)
+        gi_h = golden_indices(held.labels, held.substrates, GOLDEN_PER_CLASS - 3)
+        g_images = np.concatenate([test.images[gi_t], held.images[gi_h]])
+        g_labels = np.concatenate([test.labels[gi_t], held.labels[gi_h]])
+        g_subs = np.concatenate([test.substrates[gi_t], held.substrates[gi_h]])
+        g_probs, g_maps = run_torch(model, g_images)
+        o_probs, o_maps = run_ort(ort_session(onnx_path, threads=1), g_images)
+        diff_p = float(np.abs(o_probs - g_probs).max())
+        diff_m = float(np.abs(o_maps - g_maps).max())
+        log(f"onnxruntime vs torch on the golden set: probs {diff_p:.2e}, map {diff_m:.2e}")
+        if diff_p > GOLDEN_TOLERANCE or diff_m > GOLDEN_TOLERANCE:
+            print(
+                f"refusing to write: onnxruntime differs from torch by {diff_p:.2e} (probs) / "
+                f"{diff_m:.2e} (map), tolerance {GOLDEN_TOLERANCE}",
+                file=sys.stderr,
+            )
+            return 2
+        golden_path = tmp / f"{stem}.golden.npz"
+        np.savez_compressed(
+            golden_path,
+            images=g_images,
+            probs=g_probs.astype(np.float32),
+            defect_map=g_maps.astype(np.float32),
+            expected_class=np.array([c.cls for c in thresholds.decide(g_probs)]),
+            label=np.array([CLASSES[i] for i in g_labels]),
+            substrate=np.array([SUBSTRATES[i] for i in g_subs]),
+        )
+
+        speed = crops_per_second(ort_session(onnx_path, threads=1))
+        log(f"onnx_raw_crops_per_s (batch 32, 1 thread): {speed:.0f}")
+        manifest = {
+            "name": NAME,
+            "version": args.version,
+            "file": onnx_path.name,
+            "sha256": file_sha256(onnx_path),
+            "size_bytes": onnx_path.stat().st_size,
+            "classes": list(CLASSES),
+            "input": {
+                "name": "image",
+                "shape": ["N", 1, INPUT_SIZE, INPUT_SIZE],
+                "dtype": "float32",
+                "value_range": [0, 255],
+                "layout": "NCHW, one grey channel, raw 8-bit grey values as float; rows run "
+                "along the machine direction, columns across the web",
+                "normalisation": "in graph: (x / 255 - 0.5) / 0.25",
+            },
+            "outputs": {
+                "probs": {"shape": ["N", len(CLASSES)], "dtype": "float32", "note": "softmax"},
+                "defect_map": {
+                    "shape": ["N", 1, MAP_SIZE, MAP_SIZE],
+                    "dtype": "float32",
+                    "cell_px": MAP_CELL_PX,
+                    "note": "sigmoid; probability that a cell holds any defect pixel",
+                },
+            },
+            "pixel_pitch_um": base.pixel_pitch_um,
+            "imaging_modes": {
+                "coating": "reflected bright-field",
+                "separator": "transmitted back-light",
+            },
+            "decision_rule": DECISION_RULE,
+            "thresholds": thresholds.as_dict(),
+            "threshold_set": thresholds.set_id,
+            "calibration": {
+                "on": "validation",
+                "target_false_alarm_rate": TARGET_FALSE_ALARM,
+                "auto_act_precision": AUTO_ACT_PRECISION,
+                "review_keeps_correct_calls": REVIEW_KEEP,
+            },
+            "architecture": {
+                "kind": "SurfaceNet: 3x3 stem stride 2, depthwise-separable blocks, "
+                "defect-map head at 16x16, global average pooling, linear class head",
+                "parameters": n_params,
+                "opset": OPSET,
+            },
+            "training": {
+                "generator_version": GENERATOR_VERSION,
+                "render_params": {"base": base.as_dict(), "heldout": shifted.as_dict()},
+                "jitter": {
+                    "fraction": args.jitter_fraction,
+                    "between": "base and shifted, per-patch, camera seeds 5000-5999",
+                },
+                "seeds": {"seed": args.seed, **seeds},
+                "sizes": {
+                    "train": int(len(y_tr)),
+                    "val": int(len(y_va)),
+                    "test": int(len(test.labels)),
+                    "heldout": int(len(held.labels)),
+                    "per_class_and_substrate": {
+                        "train": args.train,
+                        "val": args.val,
+                        "test": args.test,
+                        "heldout": args.test,
+                    },
+                },
+                "train_data_sha256": data_hash.hexdigest(),
+                "epochs": args.epochs,
+                "batch": args.batch,
+                "lr": args.lr,
+                "threads": args.threads,
+                "torch_version": torch.__version__,
+                "onnx_version": onnx.__version__,
+                "onnxruntime_version": ort.__version__,
+                "numpy_version": np.__version__,
+                "python": platform.python_version(),
+                "history": history,
+                "wall_time_s": {
+                    "data": round(t_data, 1),
+                    "train": round(t_train, 1),
+                    "total": None,
+                },
+                "command": "python scripts/train_vision_model.py "
+                + " ".join(sys.argv[1:] if argv is None else argv),
+            },
+            "metrics": results,
+            "benchmark": {
+                "onnx_raw_crops_per_s": round(speed),
+                "batch": 32,
+                "intra_op_threads": 1,
+                "machine": platform.machine(),
+            },
+            "golden": {
+                "file": golden_path.name,
+                "count": len(g_images),
+                "tolerance": GOLDEN_TOLERANCE,
+                "sha256": file_sha256(golden_path),
+                "torch_vs_onnxruntime_max_abs_diff": {"probs": diff_p, "defect_map": diff_m},
+            },
+        }
+        manifest["training"]["wall_time_s"]["total"] = round(time.perf_counter() - t_start, 1)
+        manifest_path = tmp / f"{stem}.manifest.json"
+        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+        # The shipped files must pass the runtime's own checks before they leave tmp.
+        try:
+            loaded = VisionModel.load(manifest_path)
+            check = golden_check(loaded, golden_path, strict=True)
+        except ModelError as exc:
+            print(f"refusing to write: {exc}", file=sys.stderr)
+            return 2
+        log(f"runtime check: {check}")
+        args.out.mkdir(parents=True, exist_ok=True)
+        for path in (onnx_path, golden_path, manifest_path):
+            shutil.copyfile(path, args.out / path.name)
+    log(f"wrote {stem}.* to {args.out} ({canonical_json(manifest['benchmark'])})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
