@@ -16,7 +16,7 @@ import json
 import math
 import shutil
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import cv2
@@ -33,6 +33,7 @@ from genealogy.queries import iter_trace_backward, iter_trace_forward
 from qms import events
 from qms.exceptions import InvalidInput, NotFound, Refused
 
+from . import spc_feed
 from .choices import (
     Decision,
     FlagAction,
@@ -62,6 +63,9 @@ APPROVE_PERMISSION = "inspection.approve_inspectionmodel"
 #: A defect's position may lie this far outside its frame's metre range (the crop and the
 #: component reach over the frame border; encoder rounding).
 MD_TOLERANCE_M = 0.01
+#: How far ahead of this server's clock a frame's acquisition time may be (camera clocks
+#: drift; the same allowance as measurements have).
+CLOCK_SKEW = timedelta(minutes=5)
 #: Decisions that flag the defect's metres for a hold on the cells made from them.
 _HOLD_DECISIONS = frozenset({Decision.QUARANTINE, Decision.STOP})
 
@@ -514,6 +518,12 @@ def inspection_record(
         )
 
     acquired = datetime.fromisoformat(payload["acquired_at"])
+    if acquired > timezone.now() + CLOCK_SKEW:
+        raise InvalidInput(
+            f"Frame acquired at {payload['acquired_at']}, in the future: check the camera "
+            "clock.",
+            field="payload.acquired_at",
+        )
     stop = payload.get("stop")
     result = InspectionResult.objects.create(
         camera=camera,
@@ -631,6 +641,8 @@ def inspection_record(
     hold_flags = [f for f in flags if f.action == FlagAction.HOLD]
     if hold_flags:
         _flags_map_forward(hold_flags)
+    # Per-class defect counts of each 10 m window the frame completes feed SPC (c charts).
+    spc_feed.window_counts_record(result=result)
     return result
 
 

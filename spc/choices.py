@@ -4,11 +4,17 @@ from django.db import models
 
 
 class ChartType(models.TextChoices):
-    """The charts a characteristic's measured values can be plotted on (``spc.engine``)."""
+    """The charts a characteristic's measured values can be plotted on (``spc.engine``).
+
+    I-MR, X-bar-R and X-bar-S chart measured values; the c chart charts counts: each value
+    is the number of nonconformities found in one constant inspection unit (the defects of
+    10 m of coil, for instance), so values are whole numbers of 0 or more.
+    """
 
     I_MR = "i_mr", "Individuals and moving range (I-MR)"
     XBAR_R = "xbar_r", "X-bar and range (X-bar-R)"
     XBAR_S = "xbar_s", "X-bar and standard deviation (X-bar-S)"
+    C = "c", "c chart (nonconformities per inspection unit)"
 
 
 class SubgroupMode(models.TextChoices):

@@ -52,7 +52,9 @@ class ChartConfig(models.Model):
     ``chart_type`` and the subgrouping decide what is plotted: I-MR plots every value
     (subgroups of 1); X-bar-R needs ``subgroup_size`` consecutive values; X-bar-S also takes
     subgroups by time window (``subgroup_window_s``), by unit (a coil's profile values) or
-    by lot, whose sizes vary. ``rules`` are the Nelson rule numbers applied to the chart
+    by lot, whose sizes vary. A c chart plots every value as a count of nonconformities in
+    one inspection unit (subgroups of 1, no dispersion chart, no CUSUM or EWMA: those
+    assume normal data). ``rules`` are the Nelson rule numbers applied to the chart
     statistic (the dispersion chart always uses rule 1); ``rule_preset`` names the set
     (Western Electric uses a run of 8 for rule 2). The CUSUM (k, h, head start) and the
     optional EWMA (lambda, L) are in sigma units. Changes are kept in history and restart
@@ -68,7 +70,7 @@ class ChartConfig(models.Model):
     )
     subgroup_size = models.PositiveSmallIntegerField(
         default=1,
-        help_text="Values per subgroup for consecutive subgroups; 1 for individuals (I-MR).",
+        help_text="Values per subgroup for consecutive subgroups; 1 for individuals (I-MR, c).",
     )
     subgroup_window_s = models.PositiveIntegerField(
         null=True, blank=True, help_text="Width of one time window in seconds (time windows)."
@@ -113,10 +115,19 @@ class ChartConfig(models.Model):
                 name="spc_config_imr_individuals",
             ),
             models.CheckConstraint(
-                condition=Q(chart_type=ChartType.I_MR)
+                condition=Q(chart_type__in=[ChartType.I_MR, ChartType.C])
                 | ~Q(subgroup_mode=SubgroupMode.CONSECUTIVE)
                 | Q(subgroup_size__gte=2),
                 name="spc_config_xbar_size_2",
+            ),
+            models.CheckConstraint(
+                condition=~Q(chart_type=ChartType.C)
+                | Q(subgroup_mode=SubgroupMode.CONSECUTIVE, subgroup_size=1),
+                name="spc_config_c_one_count_per_point",
+            ),
+            models.CheckConstraint(
+                condition=~Q(chart_type=ChartType.C) | Q(cusum_enabled=False, ewma_enabled=False),
+                name="spc_config_c_no_detectors",
             ),
             models.CheckConstraint(
                 condition=~Q(chart_type=ChartType.XBAR_R)
@@ -154,8 +165,9 @@ class ControlLimits(models.Model):
     the values the quality engineer excluded (``excluded``: measurement ids with the
     assignable cause) and those the engine proposes to exclude next
     (``proposed_exclusions``). ``engine_limits`` is ``spc.engine.Limits.to_dict()``;
-    ``centre``, ``sigma``, ``lcl`` and ``ucl`` repeat its chart statistic (X or X-bar) for
-    lists, in the characteristic's unit. Approving puts the version in force from
+    ``centre``, ``sigma``, ``lcl`` and ``ucl`` repeat its chart statistic (X, X-bar, or the
+    count c: c-bar, sqrt(c-bar) and c-bar -/+ 3 sqrt(c-bar), LCL at least 0) for lists, in the
+    characteristic's unit. Approving puts the version in force from
     ``monitor_from`` (Phase II evaluates the values measured then or later) and supersedes
     the previous one; at most one version is approved at a time. A decided version
     (approved, superseded, rejected) is frozen: only approved -> superseded may change it.

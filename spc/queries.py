@@ -6,7 +6,8 @@ limits' ``monitor_from``, in ``(measured_at, id)`` order; position 0 is the firs
 :func:`stream_rows` reads it (with the subgroup key of each value), :func:`monitor_config`
 turns the chart configuration and the limits into the engine's ``MonitorConfig``; the
 evaluation service and :func:`chart_data` share both, so a chart shows exactly the points
-and subgroups the alarms were raised on.
+and subgroups the alarms were raised on. On a c chart every value is a count of
+nonconformities (:func:`counts_check` refuses any other value, naming it).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from spc.engine import (
     ShewhartSpec,
     Subgrouping,
 )
+from spc.engine._lazy import lazy
 
 from .choices import AlarmStatus, ChartType, LimitsStatus, RulePreset, SubgroupMode
 from .models import ChartCheckpoint, ChartConfig, ControlLimits, SpcAlarm
@@ -55,6 +57,9 @@ CAPABILITY_WINDOW = 1000
 FETCH_SIZE = 2000
 #: Mean shifts (sigma of the plotted statistic) at which detector ARLs are reported.
 ARL_SHIFTS = (0.0, 1.0, 1.5, 2.0)
+
+#: SciPy on first use (see spc.engine._lazy): only the c chart's ARLs need it here.
+stats = lazy("scipy.stats")
 
 RULE_PRESETS: dict[str, RuleSet] = {
     RulePreset.NELSON: engine.NELSON,
@@ -108,7 +113,7 @@ def ewma_for(config: ChartConfig) -> EwmaSpec | None:
 
 
 def subgrouping_for(config: ChartConfig) -> Subgrouping | None:
-    if config.chart_type == ChartType.I_MR:
+    if config.chart_type in (ChartType.I_MR, ChartType.C):
         return None
     if config.subgroup_mode == SubgroupMode.CONSECUTIVE:
         return Subgrouping.consecutive(config.subgroup_size)
@@ -119,8 +124,9 @@ def subgrouping_for(config: ChartConfig) -> Subgrouping | None:
 
 def monitor_config(config: ChartConfig, limits: Limits) -> MonitorConfig:
     """The engine's view of a configuration and frozen limits. Limits without variation
-    (sigma = 0) cannot scale a CUSUM or EWMA: those run without detectors."""
-    flat = limits.degenerate or limits.sigma <= 0.0
+    (sigma = 0) cannot scale a CUSUM or EWMA, and counts (c chart) are not normal data:
+    those run without detectors."""
+    flat = limits.degenerate or limits.sigma <= 0.0 or limits.chart.is_attribute
     return MonitorConfig(
         limits=limits,
         rules=ruleset_for(config),
@@ -254,11 +260,33 @@ def stream_rows_before(
     return [StreamRow(*row) if keyed else StreamRow(*row, None) for row in rows]
 
 
+def counts_check(rows: Sequence[StreamRow], *, field: str, first: int = 0) -> None:
+    """Refuse the first value that is not a count of nonconformities (a whole number of 0
+    or more) with :class:`InvalidInput` naming it as ``<field>[<position>].value``, the
+    position counted from ``first``. A c chart plots counts only: a negative or fractional
+    value there is a fault of its source, charted nowhere."""
+    for offset, row in enumerate(rows):
+        value = row.value
+        if value >= 0 and float(value).is_integer():
+            continue
+        what = "negative" if value < 0 else "not a whole number"
+        raise InvalidInput(
+            f"Measurement {row.id} (measured {row.measured_at.isoformat()}) has the value "
+            f"{value:g}, {what}: a c chart counts nonconformities in one inspection unit, "
+            "whole numbers of 0 or more.",
+            field=f"{field}[{first + offset}].value",
+        )
+
+
 def push_rows(monitor: Monitor, config: ChartConfig, rows: list[StreamRow]) -> engine.StreamResult:
-    """Feed stream rows to a monitor with what its subgrouping needs."""
+    """Feed stream rows to a monitor with what its subgrouping needs (a c chart: the counts,
+    checked by :func:`counts_check`)."""
     values = [row.value for row in rows]
     if config.chart_type == ChartType.I_MR:
         return monitor.push_many(values)
+    if config.chart_type == ChartType.C:
+        counts_check(rows, field="stream", first=monitor.state.points)
+        return monitor.push_counts(values)
     if config.subgroup_mode == SubgroupMode.TIME_WINDOW:
         return monitor.push_many(values, timestamps=[row.measured_at for row in rows])
     if config.subgroup_mode in (SubgroupMode.PER_UNIT, SubgroupMode.PER_LOT):
@@ -334,11 +362,11 @@ def chart_data(
     With approved limits the points are replayed from the checkpoint before ``start``, so
     their positions, subgroups, moving ranges and CUSUM/EWMA statistics are the ones the
     alarms were raised on. Each point: ``index`` (position on the chart), the
-    ``measurement_ids`` behind it, its time span, ``values`` per statistic (``x``/``mr`` or
-    ``xbar``/``r``/``s``, ``cusum_up``, ``cusum_down``, ``ewma``) and, for subgroups, ``n``
-    and the limits for that size. Each alarm carries the ``first_index`` and ``index`` of
-    the points where it first and last fired. Without approved limits: the raw values
-    (``x`` only).
+    ``measurement_ids`` behind it, its time span, ``values`` per statistic (``x``/``mr``,
+    ``c``, or ``xbar``/``r``/``s``, ``cusum_up``, ``cusum_down``, ``ewma``) and, for
+    subgroups, ``n`` and the limits for that size. Each alarm carries the ``first_index``
+    and ``index`` of the points where it first and last fired. Without approved limits: the
+    raw values (``x`` only).
     """
     if last is not None and not 1 <= last <= MAX_CHART_VALUES:
         raise InvalidInput(f"last must be within 1..{MAX_CHART_VALUES}.", field="last")
@@ -452,7 +480,7 @@ def _replayed_points(
     )
     result = push_rows(monitor, config, rows)
     points: dict[int, dict[str, Any]] = {}
-    if config.chart_type == ChartType.I_MR:
+    if config.chart_type in (ChartType.I_MR, ChartType.C):
         for name, trace in result.series.items():
             for index, value in zip(trace.index.tolist(), trace.value.tolist(), strict=True):
                 offset = index - position
@@ -555,11 +583,88 @@ def _stream_arl0(config_json: str, runs: int = 200, seed: int = 20261127) -> dic
     }
 
 
-def detector_arls(config: ChartConfig, sigma_multiple: float = 3.0) -> dict[str, Any]:
+@lru_cache(maxsize=64)
+def _count_stream_arl0(config_json: str, runs: int = 200, seed: int = 20261127) -> dict[str, Any]:
+    """In-control ARL of a whole c chart configuration (its rules on the counts), by
+    simulating Poisson counts at the limits' c-bar."""
+    data = json.loads(config_json)
+    centre = float(data["limits"]["centre"])
+    rng = np.random.default_rng(seed)
+    chunk, longest = 512, 20_000
+    lengths = []
+    censored = 0
+    for _ in range(runs):
+        monitor = Monitor(MonitorConfig.from_dict(data))
+        first = None
+        pushed = 0
+        while first is None and pushed < longest:
+            result = monitor.push_counts(rng.poisson(centre, chunk))
+            pushed += chunk
+            if result.signals:
+                first = min(s.index for s in result.signals)
+        if first is None:
+            censored += 1
+            first = longest
+        lengths.append(first + 1)
+    array = np.array(lengths, dtype=np.float64)
+    return {
+        "value": float(array.mean()),
+        "standard_error": float(array.std(ddof=1) / math.sqrt(runs)),
+        "runs": runs,
+        "censored": censored,
+        "method": "simulation (Poisson counts)",
+    }
+
+
+def count_chart_arl(centre: float, lcl: float, ucl: float, shift_sigma: float) -> float:
+    """Exact ARL of rule 1 on a c chart when the counts are Poisson with mean c-bar + shift
+    sqrt(c-bar): 1 / P(count > UCL or count < LCL); infinite when no count can signal."""
+    mean = max(centre + shift_sigma * math.sqrt(centre), 0.0)
+    above = float(stats.poisson.sf(math.floor(ucl), mean))  # P(count >= floor(UCL) + 1)
+    below = float(stats.poisson.cdf(math.ceil(lcl) - 1, mean)) if lcl > 0 else 0.0
+    chance = above + below
+    return math.inf if chance <= 0.0 else 1.0 / chance
+
+
+def _count_arls(config: ChartConfig, limits: ControlLimits | None) -> dict[str, Any]:
+    """:func:`detector_arls` of a c chart: no CUSUM or EWMA; rule 1 exact for Poisson
+    counts at the limits in force (none without limits), shifts in sqrt(c-bar); the whole
+    configuration in control by simulation of Poisson counts."""
+    out: dict[str, Any] = {
+        "shifts_sigma": list(ARL_SHIFTS),
+        "cusum": None,
+        "ewma": None,
+        "shewhart_rule_1": None,
+        "default_cusum": False,
+        "whole_chart_arl0": None,
+    }
+    if limits is None or limits.degenerate:
+        return out
+    engine_limits = Limits.from_dict(limits.engine_limits)
+    main = engine_limits.statistic("c")
+    out["shewhart_rule_1"] = {
+        "L": engine_limits.sigma_multiple,
+        "method": "poisson",
+        "centre": engine_limits.centre,
+        "lcl": main.lcl,
+        "ucl": main.ucl,
+        "arl": [count_chart_arl(engine_limits.centre, main.lcl, main.ucl, s) for s in ARL_SHIFTS],
+    }
+    simulated = MonitorConfig(limits=engine_limits, rules=ruleset_for(config), cusum=None)
+    out["whole_chart_arl0"] = _count_stream_arl0(json.dumps(simulated.to_dict(), sort_keys=True))
+    return out
+
+
+def detector_arls(
+    config: ChartConfig, sigma_multiple: float = 3.0, *, limits: ControlLimits | None = None
+) -> dict[str, Any]:
     """ARLs of the configured detectors (Markov chain; Shewhart exact) at the shifts of
     :data:`ARL_SHIFTS`, in sigma of the plotted statistic; and, for I-MR and consecutive
     subgroups, the in-control ARL of the whole configuration by simulation: how often it
-    signals somewhere when nothing changed."""
+    signals somewhere when nothing changed. A c chart's figures depend on its c-bar: they
+    come from the ``limits`` in force (Poisson counts; none without limits)."""
+    if config.chart_type == ChartType.C:
+        return _count_arls(config, limits)
     out: dict[str, Any] = {"shifts_sigma": list(ARL_SHIFTS)}
     cusum = cusum_for(config)
     ewma = ewma_for(config)
@@ -604,11 +709,26 @@ def detector_arls(config: ChartConfig, sigma_multiple: float = 3.0) -> dict[str,
     return out
 
 
+#: Why a c chart has no capability study.
+COUNTS_CAPABILITY = (
+    "capability indices (Cp, Cpk, Pp, Ppk) compare measured values with specification "
+    "limits; a c chart counts nonconformities per inspection unit: c-bar (the mean count "
+    "per unit) and the chart's alarms say how the process does"
+)
+
+
 def capability_study(
-    characteristic: Characteristic, values: list[float], limits: ControlLimits | None
+    characteristic: Characteristic,
+    values: list[float],
+    limits: ControlLimits | None,
+    *,
+    chart_type: str | None = None,
 ) -> dict[str, Any]:
     """Capability of these values (oldest first) against the characteristic's specification,
-    with the within sigma of the limits in force when there are any."""
+    with the within sigma of the limits in force when there are any. Counts charted on a c
+    chart (``chart_type``) have none: ``not_applicable``, with the reason."""
+    if chart_type == ChartType.C:
+        return {"status": "not_applicable", "n": len(values), "reason": COUNTS_CAPABILITY}
     if len(values) < 2:
         return {"status": "insufficient_data", "n": len(values), "reason": "fewer than 2 values"}
     sigma = limits.sigma if limits is not None and limits.sigma > 0 else None
@@ -637,7 +757,7 @@ def state_decide(
     open alarms and the limits in force (see :func:`characteristic_state`)."""
     minimum = (
         MIN_BASELINE_VALUES
-        if config.chart_type == ChartType.I_MR
+        if config.chart_type in (ChartType.I_MR, ChartType.C)
         else MIN_BASELINE_SUBGROUPS * max(config.subgroup_size, 2)
     )
     if not all(recent_in_spec[:STATE_WINDOW]):
@@ -659,7 +779,8 @@ def characteristic_state(characteristic: Characteristic) -> dict[str, Any]:
     ``in_control`` (approved limits, no open alarm), ``insufficient_data`` (too few values to
     propose limits), ``no_limits``. With it: the limits in force, the open alarms, a
     capability summary of the last :data:`CAPABILITY_WINDOW` values (within sigma from the
-    limits when approved) and the ARLs of the configured detectors.
+    limits when approved; ``not_applicable`` for counts on a c chart) and the ARLs of the
+    configured detectors.
     """
     config = chart_config_for(characteristic)
     limits = limits_in_force(characteristic, config)
@@ -686,8 +807,10 @@ def characteristic_state(characteristic: Characteristic) -> dict[str, Any]:
         "limits": None if limits is None else limits_brief(limits),
         "open_alarms": open_alarms,
         "last_measured_at": _iso(recent[0][2]) if recent else None,
-        "capability": capability_study(characteristic, values, limits),
-        "arl": detector_arls(config, sigma_multiple),
+        "capability": capability_study(
+            characteristic, values, limits, chart_type=config.chart_type
+        ),
+        "arl": detector_arls(config, sigma_multiple, limits=limits),
     }
 
 

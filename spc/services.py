@@ -5,6 +5,11 @@ Each service runs in one transaction, checks its rules before writing, and recor
 acting user and the reason in history. A refusal raises a :mod:`qms.exceptions` error naming
 the field and writes nothing.
 
+A characteristic charted as ``c`` counts nonconformities per constant inspection unit
+(the vision defects of 10 m of coil): its values are whole numbers of 0 or more, each one
+point of the chart against c-bar +- 3 sqrt(c-bar), without CUSUM or EWMA (they assume
+normal data); a value that is not a count is refused wherever it is met, naming it.
+
 Real-time evaluation (:func:`spc_evaluate`) runs as a Celery task after measurements
 commit (``spc.subscribers``). Per characteristic it locks the chart configuration (one
 evaluation at a time), restores the engine's ``Monitor`` from the checkpoint before the
@@ -46,6 +51,7 @@ from spc.engine import (
     Signal,
     UnknownRuleError,
     make_subgroups,
+    phase1_attribute,
     phase1_individuals,
     phase1_subgroups,
 )
@@ -185,19 +191,28 @@ def chart_config_validate(values: Mapping[str, Any], *, changed: Iterable[str] =
     if chart not in ChartType.values:
         raise InvalidInput(
             f"Unknown chart type {chart!r}: use one of {', '.join(ChartType.values)} "
-            "(attribute charts need counts and sample sizes, which measured values do not "
-            "carry).",
+            "(p, np and u attribute charts need counts and sample sizes, which measured "
+            "values do not carry; a c chart takes counts in a constant inspection unit).",
             field="chart_type",
         )
     mode = out["subgroup_mode"]
     if mode not in SubgroupMode.values:
         raise InvalidInput(f"Unknown subgroup mode {mode!r}.", field="subgroup_mode")
-    if chart == ChartType.I_MR and "chart_type" in changed:
-        # Individuals: unless the caller says otherwise, subgroups of one value.
+    if chart in (ChartType.I_MR, ChartType.C) and "chart_type" in changed:
+        # Individuals and counts: unless the caller says otherwise, subgroups of one value.
         if "subgroup_mode" not in changed:
             mode = out["subgroup_mode"] = SubgroupMode.CONSECUTIVE
         if "subgroup_size" not in changed:
             out["subgroup_size"] = 1
+    if chart == ChartType.C and "chart_type" in changed:
+        # Counts are not normal data: no CUSUM or EWMA, and rule 1 alone unless the caller
+        # chooses rules (with a small c-bar most counts are 0, below the centre line, and
+        # the run and zone rules fire on in-control data; docs/spc.md has the figures).
+        for name in ("cusum_enabled", "ewma_enabled"):
+            if name not in changed:
+                out[name] = False
+        if "rules" not in changed and "rule_preset" not in changed:
+            out["rule_preset"], out["rules"] = RulePreset.CUSTOM, [1]
     size = _int(out, "subgroup_size")
     window = _int(out, "subgroup_window_s")
     if chart == ChartType.I_MR:
@@ -211,6 +226,25 @@ def chart_config_validate(values: Mapping[str, Any], *, changed: Iterable[str] =
                 "An I-MR chart plots individual values: the subgroup size is 1.",
                 field="subgroup_size",
             )
+    elif chart == ChartType.C:
+        if mode != SubgroupMode.CONSECUTIVE:
+            raise InvalidInput(
+                "A c chart plots every count (one inspection unit per value): it takes no "
+                "subgroups.",
+                field="subgroup_mode",
+            )
+        if size != 1:
+            raise InvalidInput(
+                "A c chart plots one count per inspection unit: the subgroup size is 1.",
+                field="subgroup_size",
+            )
+        for name, what in (("cusum_enabled", "CUSUM"), ("ewma_enabled", "EWMA")):
+            if out[name] is True:
+                raise InvalidInput(
+                    f"The {what} assumes normal data; a c chart counts nonconformities "
+                    "(Poisson): it runs without CUSUM and EWMA.",
+                    field=name,
+                )
     else:
         if chart == ChartType.XBAR_R and mode != SubgroupMode.CONSECUTIVE:
             raise InvalidInput(
@@ -314,6 +348,38 @@ def chart_config_update(
     return config
 
 
+def chart_config_ensure(
+    *,
+    characteristic: Characteristic,
+    reason: str,
+    actor: Actor | None = None,
+    **values: Any,
+) -> ChartConfig:
+    """The characteristic's chart configuration: the existing one, left as it is (a person
+    may have changed it since), or a new one with ``values`` on top of the defaults, checked
+    as :func:`chart_config_update` checks a change (for instance ``chart_type="c"``: one
+    count per point, no detectors, rule 1). For integrations that create characteristics
+    (the vision feed); history records ``reason``."""
+    unknown = sorted(set(values) - set(CONFIG_FIELDS))
+    if unknown:
+        raise InvalidInput(f"Unknown configuration field {unknown[0]!r}.", field=unknown[0])
+    config = ChartConfig.objects.filter(characteristic=characteristic).first()
+    if config is not None:
+        return config
+    blank = ChartConfig(characteristic=characteristic)
+    defaults = {name: getattr(blank, name) for name in CONFIG_FIELDS}
+    checked = chart_config_validate({**defaults, **values}, changed=values)
+    for name in CONFIG_FIELDS:
+        setattr(blank, name, checked[name])
+    _stamp(blank, actor, reason)
+    try:
+        with transaction.atomic():
+            blank.save()
+    except IntegrityError:  # made by a concurrent first use a moment ago
+        return ChartConfig.objects.get(characteristic=characteristic)
+    return blank
+
+
 def _schedule_evaluation(characteristic_id: int) -> None:
     from .tasks import spc_evaluate_task
 
@@ -374,7 +440,8 @@ def limits_propose(
     assignable cause and proposes again, until nothing is proposed or the rest is kept;
     then a person allowed to approves it. Too few values is refused, naming the minimum;
     a baseline without variation gives limits on the centre line (``degenerate``), which
-    cannot be approved.
+    cannot be approved. On a c chart the values are counts (c-bar +- 3 sqrt(c-bar)); a
+    value that is not one is refused, naming it.
     """
     baseline_from = _aware(baseline_from, "baseline_from")
     baseline_to = _aware(baseline_to, "baseline_to")
@@ -401,6 +468,13 @@ def limits_propose(
     if config.chart_type == ChartType.I_MR:
         phase = phase1_individuals(
             values, excluded=excluded_positions, min_baseline=MIN_BASELINE_VALUES
+        )
+        members = [[row] for row in rows]
+        subgroups_used = None
+    elif config.chart_type == ChartType.C:
+        queries.counts_check(rows, field="baseline")
+        phase = phase1_attribute(
+            ChartType.C, values, excluded=excluded_positions, min_baseline=MIN_BASELINE_VALUES
         )
         members = [[row] for row in rows]
         subgroups_used = None
@@ -551,6 +625,13 @@ def limits_approve(
     reason = _decide_checks(actor, reason)
     config = _config_locked(limits.characteristic_id)
     limits = _draft_locked(limits)
+    if limits.degenerate and limits.chart_type == ChartType.C:
+        raise Refused(
+            "The baseline counts no nonconformities (c-bar = 0): the limits collapse onto 0 "
+            "and every later nonconformity would signal. Choose a longer baseline.",
+            field="sigma",
+            code="no_variation",
+        )
     if limits.degenerate:
         raise Refused(
             "These limits have no variation (sigma = 0): every later value off the centre "
@@ -807,7 +888,7 @@ def _severity(signal: Signal, characteristic: Characteristic) -> str:
 def _signal_positions(run: _Run, signal: Signal) -> list[tuple[int, int]]:
     """(stream position, chart index) of each value behind a signal, in stream order."""
     pairs: dict[int, int] = {}
-    if run.config.chart_type == ChartType.I_MR:
+    if run.config.chart_type in (ChartType.I_MR, ChartType.C):
         span = run.monitor.config.limits.mr_span if signal.statistic == "mr" else 1
         for index in signal.involved:
             for position in range(index - span + 1, index + 1):

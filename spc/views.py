@@ -149,6 +149,8 @@ def _num(value: float | None, decimals: int) -> str:
 
 
 def _arl(value: float) -> str:
+    if math.isinf(value):
+        return "∞"
     return f"{value:,.1f}" if value >= 100 else f"{value:.2f}"
 
 
@@ -210,7 +212,9 @@ def characteristic_overview(
         state = queries.state_decide(
             config, limits, [ok for _, ok in values], open_alarms=c.open_alarm_count
         )
-        study = queries.capability_study(c, [v for v, _ in reversed(values)], limits)
+        study = queries.capability_study(
+            c, [v for v, _ in reversed(values)], limits, chart_type=config.chart_type
+        )
         cpk, note = _cpk(study)
         station = c.station
         rows.append(
@@ -377,7 +381,7 @@ def _alarm_rule1_points(alarm_ids: list[int]) -> dict[int, list[int]]:
         return {}
     found = (
         queries.alarm_list()
-        .filter(pk__in=alarm_ids, rule="nelson_1", statistic__in=["x", "xbar"])
+        .filter(pk__in=alarm_ids, rule="nelson_1", statistic__in=["x", "xbar", "c"])
         .values_list("pk", "points")
     )
     return {pk: [p["measurement_id"] for p in points] for pk, points in found}
@@ -390,13 +394,15 @@ def chart_input(
     config: ChartConfig,
 ) -> ControlChartData:
     """What :func:`spc.queries.chart_data` returned, as the renderer's input: the chart
-    statistic over measurement time (a subgroup at its last value), the limits in force,
-    R or S with the subgroup sizes, the CUSUM sums against h, and a signal at each point
+    statistic over measurement time (a subgroup at its last value; the counts of a c
+    chart), the limits in force, R or S with the subgroup sizes, the CUSUM sums against
+    h, and a signal at each point
     where an alarm first and last fired (every point of a rule-1 alarm on the chart
     statistic), labelled with its rule."""
     points = data["points"]
-    subgroups = limits is not None and data["chart_type"] != ChartType.I_MR
-    main = "xbar" if subgroups else "x"
+    subgroups = limits is not None and data["chart_type"] in (ChartType.XBAR_R, ChartType.XBAR_S)
+    counts = limits is not None and data["chart_type"] == ChartType.C
+    main = "xbar" if subgroups else "c" if counts else "x"
     values = [p["values"][main] for p in points]
     times = [datetime.fromisoformat(p["last_measured_at"]) for p in points]
     sizes = dispersion = None
@@ -407,7 +413,7 @@ def chart_input(
             dispersion = [p["values"][spread] for p in points]
             sizes = [p["n"] for p in points]
             statistics.add(spread)
-        else:
+        elif not counts:
             statistics.add("mr")  # computed by the renderer from the values
     cusum = None
     if (
@@ -607,7 +613,7 @@ class LimitsView:
     error: str = ""
 
 
-STATISTIC_NAMES = {"x": "X", "mr": "MR", "xbar": "X-bar", "r": "R", "s": "S"}
+STATISTIC_NAMES = {"x": "X", "mr": "MR", "xbar": "X-bar", "r": "R", "s": "S", "c": "c"}
 
 
 def _limits_figures(limits: ControlLimits) -> dict[str, Any]:
@@ -657,17 +663,18 @@ def _limits(
 
 
 def _capability(
-    characteristic: Characteristic, limits_in_force: ControlLimits | None
+    characteristic: Characteristic, limits_in_force: ControlLimits | None, chart_type: str
 ) -> tuple[dict[str, Any], str]:
     """The capability study of the latest values (as on the overview: within sigma from
-    the limits in force) and its histogram as inline SVG."""
+    the limits in force; not applicable to the counts of a c chart) and its histogram as
+    inline SVG."""
     values = list(
         Measurement.objects.filter(characteristic=characteristic)
         .order_by("-measured_at", "-pk")
         .values_list("value", flat=True)[: queries.CAPABILITY_WINDOW]
     )
     values.reverse()
-    study = queries.capability_study(characteristic, values, limits_in_force)
+    study = queries.capability_study(characteristic, values, limits_in_force, chart_type=chart_type)
     drawn = study.get("status") in ("ok", "no_variation", "insufficient_data")
     histogram = HistogramData(
         code=characteristic.code,
@@ -751,6 +758,17 @@ def _arl_figures(arl: dict[str, Any]) -> list[dict[str, Any]]:
         e = arl["ewma"]
         rows.append({"name": "EWMA", "params": f"λ {e['lambda']:g}, L {e['L']:g}", "arl": e["arl"]})
     shewhart = arl["shewhart_rule_1"]
+    if shewhart is None:  # a c chart without limits: its ARLs depend on c-bar
+        return rows
+    if shewhart.get("method") == "poisson":
+        rows.append(
+            {
+                "name": "c chart, rule 1 only",
+                "params": f"Poisson, c̄ {shewhart['centre']:.3g}, UCL {shewhart['ucl']:.3g}",
+                "arl": shewhart["arl"],
+            }
+        )
+        return rows
     rows.append(
         {"name": "Shewhart, rule 1 only", "params": f"L {shewhart['L']:g}", "arl": shewhart["arl"]}
     )
@@ -777,7 +795,7 @@ def _page_url(characteristic: Characteristic, last: int) -> str:
 
 
 def _minimum_values(config: ChartConfig) -> int:
-    if config.chart_type == ChartType.I_MR:
+    if config.chart_type in (ChartType.I_MR, ChartType.C):
         return queries.MIN_BASELINE_VALUES
     return queries.MIN_BASELINE_SUBGROUPS * max(config.subgroup_size, 2)
 
@@ -821,7 +839,9 @@ def _page_context(
     config = queries.chart_config_for(characteristic)
     status = _state_context(characteristic)
     state = status["state"]
-    study, histogram = _capability(characteristic, queries.limits_in_force(characteristic, config))
+    study, histogram = _capability(
+        characteristic, queries.limits_in_force(characteristic, config), config.chart_type
+    )
     return {
         "nav": "spc",
         "c": characteristic,

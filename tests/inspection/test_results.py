@@ -358,6 +358,11 @@ def test_a_bad_evidence_image_is_refused_with_nothing_written(send, camera, thre
             "not inside",
         ),
         (lambda b: b.update(camera="cam-x9"), "payload.camera", "no camera"),
+        (
+            lambda b: b.update(acquired_at="2099-01-01T00:00:00+00:00"),
+            "payload.acquired_at",
+            "in the future",
+        ),
         (lambda b: b.update(coil_end_m=1511.0), "payload.coil_end_m", "greater than"),
         (lambda b: b.pop("verdict"), "payload", "verdict"),
         (lambda b: b.update(verdict="uninspected"), "payload", "uninspected_reason"),
