@@ -3,7 +3,6 @@ flags, models, a coil's defect map and the defect Pareto."""
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 
 from django.db.models import Count, QuerySet
@@ -125,19 +124,18 @@ def coil_map(coil: Unit, *, max_defects: int = 20_000) -> CoilMap:
 def defect_pareto(defects: QuerySet[Defect] | None = None) -> list[tuple[str, int, float]]:
     """Defect classes by count, largest first, with the cumulative share (0-1); ignored
     (logged) defects and false calls are left out."""
-    qs = defects if defects is not None else Defect.objects.all()
-    counts = Counter(
-        dict(
-            qs.exclude(decision=Decision.IGNORE)
-            .exclude(review_state=ReviewState.FALSE_CALL)
-            .values_list("cls")
-            .annotate(n=Count("id"))
-            .values_list("cls", "n")
-        )
+    qs = (defects if defects is not None else Defect.objects.all()).order_by()
+    counts = dict(
+        qs.exclude(decision=Decision.IGNORE)
+        .exclude(review_state=ReviewState.FALSE_CALL)
+        .values_list("cls")
+        .annotate(n=Count("id"))
+        .values_list("cls", "n")
     )
     total = sum(counts.values())
     out, running = [], 0
-    for cls, n in counts.most_common():
+    # Largest first; equal counts by class name, the same on every database.
+    for cls, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
         running += n
         out.append((cls, n, running / total))
     return out

@@ -26,4 +26,5 @@ urlpatterns = [
     path("", include("qms.ingest.urls")),
     path("", include("compliance.urls")),
     path("spc/", include("spc.urls")),
+    path("inspection/", include("inspection.urls")),
 ]
