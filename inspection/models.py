@@ -153,6 +153,13 @@ class InspectionStation(models.Model):
     frame_retention = models.CharField(
         max_length=8, choices=FrameRetention.choices, default=FrameRetention.DEFECTS
     )
+    flat_field = models.FileField(
+        upload_to="inspection/flat-fields/",
+        blank=True,
+        help_text="Commissioning flat field (.npz: per-column gain and offset) the worker "
+        "corrects every frame with; written by `vision_frames --flat-field-out` or the "
+        "camera's own commissioning.",
+    )
     history = HistoricalRecords()
 
     class Meta:
