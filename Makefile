@@ -28,6 +28,7 @@ run: migrate
 	$(BIN)/python manage.py simulate --cells $(CELLS) --seed $(SEED)
 	$(BIN)/python manage.py spc_baseline --approve-as quality \
 		--reason "Demo commissioning baseline from the first production run"
+	$(BIN)/python manage.py vision_demo
 	bash scripts/run_demo.sh
 
 test: install
