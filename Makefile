@@ -25,7 +25,7 @@ migrate: install
 
 run: migrate
 	$(BIN)/python manage.py seed_demo
-	$(BIN)/python manage.py simulate --cells $(CELLS) --seed $(SEED)
+	$(BIN)/python manage.py simulate --cells $(CELLS) --seed $(SEED) --formation
 	$(BIN)/python manage.py spc_baseline --approve-as quality \
 		--reason "Demo commissioning baseline from the first production run"
 	$(BIN)/python manage.py vision_demo

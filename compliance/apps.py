@@ -6,6 +6,7 @@ class ComplianceConfig(AppConfig):
     verbose_name = "Compliance"
 
     def ready(self) -> None:
+        from formation.events import FormationGraded
         from genealogy.events import MeasurementsRecorded
         from inspection.events import VisionFlagged
         from qms import events as registry
@@ -15,6 +16,7 @@ class ComplianceConfig(AppConfig):
         from . import events  # noqa: F401  (declares the events this app publishes)
         from .handlers import handle_hold_request
         from .subscribers import (
+            hold_k_screen_failures,
             hold_out_of_spec_units,
             hold_vision_flagged_cells,
             react_to_spc_alarm,
@@ -44,5 +46,11 @@ class ComplianceConfig(AppConfig):
             hold_vision_flagged_cells,
             app_label="compliance",
             description="hold the cells made from coil metres vision flagged (defect or gap)",
+        )
+        registry.subscribe(
+            FormationGraded,
+            hold_k_screen_failures,
+            app_label="compliance",
+            description="hold the cells the K-value screen failed, before module assembly",
         )
         ingest_registry.register("hold_request", handle_hold_request, app_label=self.label)

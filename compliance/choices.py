@@ -7,6 +7,7 @@ class HoldSource(models.TextChoices):
     MANUAL = "manual", "Manual"
     SPC = "spc", "SPC alarm"
     VISION = "vision", "Vision inspection"
+    FORMATION = "formation", "Formation grading (K-value screen)"
     RISK = "risk", "Thermal-risk score"
     SUPPLIER_NOTICE = "supplier_notice", "Supplier notice"
     STATION = "station", "Station request"

@@ -28,6 +28,7 @@ APPS = [
     "genealogy",
     "spc",
     "inspection",
+    "formation",
     "compliance",
 ]
 
@@ -37,6 +38,7 @@ ROLES: dict[str, dict[str, list[str]]] = {
         "compliance": ["add_hold"],
         "ingest": ["add_ingestmessage"],
         "files": ["add_importedfile"],
+        "formation": ["add_cyclerfileimport"],
     },
     "quality_engineer": {
         "qms": [
@@ -68,6 +70,13 @@ ROLES: dict[str, dict[str, list[str]]] = {
             "change_inspectionstation",
             "add_defectreview",
             "change_coilflag",
+        ],
+        "formation": [
+            "add_cyclerfileimport",
+            "add_cyclerimportprofile",
+            "change_cyclerimportprofile",
+            "add_gradingruleset",
+            "change_gradingruleset",
         ],
     },
     "mrb_member": {

@@ -16,6 +16,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from simple_history.utils import bulk_update_with_history
 
+from formation.models import CellGrade
 from genealogy.choices import UnitKind, UnitStatus
 from genealogy.models import Measurement, Unit
 from inspection.choices import FlagAction
@@ -340,6 +341,52 @@ def vision_hold(*, flag_ids: Sequence[int], unit_ids: Sequence[int]) -> list[Hol
             )
         )
     return holds
+
+
+def formation_hold(*, cell_ids: Sequence[int]) -> list[Hold]:
+    """Hold the cells whose latest grade failed the K-value screen (self-discharge above the
+    absolute or the lot-relative limit), so module assembly refuses them. One hold per
+    grading run of cells, naming each cell's K-value and the limit it broke. Scrapped cells
+    are left alone. Safe to run twice: a cell already held for its latest grade is not held
+    again."""
+    latest: dict[int, CellGrade] = {}
+    for grade in (
+        CellGrade.objects.filter(unit_id__in=list(cell_ids))
+        .select_related("unit")
+        .order_by("unit_id", "-graded_at", "-id")
+    ):
+        latest.setdefault(grade.unit_id, grade)
+    failed = [
+        g for g in latest.values() if g.k_screen_failed and g.unit.status != UnitStatus.SCRAPPED
+    ]
+    if not failed:
+        return []
+    last_held: dict[int, datetime] = {}
+    for unit_id, placed_at in HoldUnit.objects.filter(
+        unit_id__in=[g.unit_id for g in failed], hold__source=HoldSource.FORMATION
+    ).values_list("unit_id", "hold__placed_at"):
+        last_held[unit_id] = max(placed_at, last_held.get(unit_id, placed_at))
+    # Held for this grade already (a hold placed at or after it was graded).
+    failed = [g for g in failed if g.unit_id not in last_held or last_held[g.unit_id] < g.graded_at]
+    if not failed:
+        return []
+    failed.sort(key=lambda g: g.pk)
+
+    def why(g: CellGrade) -> str:
+        return f"{g.unit.serial}: {'; '.join(str(r) for r in g.reasons) or g.bin}"
+
+    listed = [why(g) for g in failed[:5]] + (
+        [f"and {len(failed) - 5} more"] if len(failed) > 5 else []
+    )
+    hold = hold_place(
+        units=[g.unit for g in failed],
+        reason=f"K-value screen failed at grading (self-discharge): {', '.join(listed)}",
+        source=HoldSource.FORMATION,
+        source_reference=f"grade #{failed[0].pk}"
+        + (f" (+{len(failed) - 1})" if len(failed) > 1 else ""),
+        actor=system_actor(),
+    )
+    return [hold]
 
 
 # --- reactions to SPC alarms ------------------------------------------------------------------

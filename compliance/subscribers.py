@@ -3,6 +3,7 @@
 Each subscriber only enqueues a task; the task does the work and is safe to run twice.
 """
 
+from formation.events import FormationGraded
 from genealogy.events import MeasurementsRecorded
 from inspection.events import VisionFlagged
 from spc.events import AlarmExtended, AlarmRaised
@@ -32,3 +33,11 @@ def hold_vision_flagged_cells(evt: VisionFlagged) -> None:
     from .tasks import vision_hold_task
 
     vision_hold_task.delay(flag_ids=list(evt.flag_ids), unit_ids=list(evt.unit_ids))
+
+
+def hold_k_screen_failures(evt: FormationGraded) -> None:
+    if not evt.k_screen_failed_ids:
+        return
+    from .tasks import formation_hold_task
+
+    formation_hold_task.delay(cell_ids=list(evt.k_screen_failed_ids))

@@ -54,3 +54,15 @@ def spc_alarm_extend_task(self, *, alarm_id: int) -> str | None:
 def vision_hold_task(self, *, flag_ids: list[int], unit_ids: list[int]) -> list[str]:
     """Hold the cells made from vision-flagged coil metres; safe to repeat."""
     return [h.number for h in services.vision_hold(flag_ids=flag_ids, unit_ids=unit_ids)]
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def formation_hold_task(self, *, cell_ids: list[int]) -> list[str]:
+    """Hold the cells the K-value screen failed; safe to repeat."""
+    return [h.number for h in services.formation_hold(cell_ids=cell_ids)]

@@ -13,6 +13,7 @@ api_v1 = [
     path("", include("compliance.api.urls")),
     path("spc/", include("spc.api.urls")),
     path("inspection/", include("inspection.api.urls")),
+    path("formation/", include("formation.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),

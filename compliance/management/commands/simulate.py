@@ -69,6 +69,13 @@ class Command(BaseCommand):
             "--live", action="store_true", help="Keep producing small batches until stopped."
         )
         parser.add_argument(
+            "--formation",
+            action="store_true",
+            help="Then form, age and grade the new cells on simulated cyclers (equivalent-"
+            "circuit cells following their upstream history, latent defects, channel and rack "
+            "nuisances), through the formation ingest handlers.",
+        )
+        parser.add_argument(
             "--iterations", type=int, default=None, help="Live mode: stop after N batches."
         )
         parser.add_argument(
@@ -147,6 +154,21 @@ class Command(BaseCommand):
                 self.stdout.write(f"    VINs {', '.join(report.vehicles)}")
         self.stdout.write(
             self.style.SUCCESS(f"Simulated {opts['cells']} cells in {elapsed:.1f} s.")
+        )
+        if opts["formation"]:
+            self._formation(seed=opts["seed"], end_at=end_at)
+
+    def _formation(self, *, seed: int, end_at) -> None:
+        from django.contrib.auth import get_user_model
+
+        from formation.demo import formation_simulate_all
+
+        started = time.monotonic()
+        quality = get_user_model().objects.filter(username=plant.QUALITY_USERNAME).first()
+        for report in formation_simulate_all(seed=seed, end_at=end_at, actor=quality):
+            self.stdout.write(report.summary())
+        self.stdout.write(
+            self.style.SUCCESS(f"Formed, aged and graded in {time.monotonic() - started:.1f} s.")
         )
 
     def _live(self, *, seed: int, iterations: int | None, interval: float) -> None:
