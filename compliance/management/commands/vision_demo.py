@@ -117,7 +117,8 @@ class Command(BaseCommand):
                 )  # fmt: skip
             call_command(
                 "vision_worker", station=o["station"], source=f"dir:{spool / 'frames'}",
-                max_frames=o["frames"], stdout=self.stdout, stderr=self.stderr,
+                max_frames=o["frames"], results="direct", stdout=self.stdout,
+                stderr=self.stderr,
             )  # fmt: skip
             if frames is not None:
                 frames.wait(timeout=60)

@@ -342,6 +342,13 @@ class Command(BaseCommand):
             "--run-seconds", type=float, default=None, help="Stop after this many seconds."
         )
         parser.add_argument(
+            "--results",
+            choices=["auto", "mqtt", "direct"],
+            default="auto",
+            help="Where results go: the MQTT ingest topic (for the ingest_mqtt workers), or "
+            "straight into this process's ingest (direct); auto: MQTT when MQTT_URL is set.",
+        )
+        parser.add_argument(
             "--keep-files",
             action="store_true",
             help="Directory source: move inspected frames to done/ instead of deleting them.",
@@ -357,13 +364,16 @@ class Command(BaseCommand):
             raise CommandError("--source is dir:PATH or mqtt.")
         if options["threads"] < 1:
             raise CommandError("--threads must be at least 1.")
+        if options["results"] == "mqtt" and not mqtt_url:
+            raise CommandError("--results mqtt needs MQTT_URL.")
+        emit_url = "" if options["results"] == "direct" else mqtt_url
         cam = camera_find(options["station"], options["camera"])
         pipeline, closers = build_pipeline(
             cam,
             threads=options["threads"],
             manifest=options["model_manifest"],
             flat_field=options["flat_field"],
-            mqtt_url=mqtt_url,
+            mqtt_url=emit_url,
         )
         if source_spec == "mqtt":
             source = MqttSource(mqtt_url, pipeline.config)
