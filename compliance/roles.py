@@ -29,6 +29,7 @@ APPS = [
     "spc",
     "inspection",
     "formation",
+    "risk",
     "compliance",
 ]
 
@@ -78,6 +79,7 @@ ROLES: dict[str, dict[str, list[str]]] = {
             "add_gradingruleset",
             "change_gradingruleset",
         ],
+        "risk": ["add_riskmodel", "approve_riskmodel", "add_fieldreturn", "change_fieldreturn"],
     },
     "mrb_member": {
         "compliance": ["add_hold", "change_hold"],
@@ -85,6 +87,7 @@ ROLES: dict[str, dict[str, list[str]]] = {
         "ingest": ["add_stationcommand"],
         "spc": ["change_spcalarm"],
         "inspection": ["add_defectreview", "change_coilflag"],
+        "risk": ["add_fieldreturn"],
     },
     "auditor": {},
     "integration": {},

@@ -14,6 +14,7 @@ api_v1 = [
     path("spc/", include("spc.api.urls")),
     path("inspection/", include("inspection.api.urls")),
     path("formation/", include("formation.api.urls")),
+    path("risk/", include("risk.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),

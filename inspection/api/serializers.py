@@ -194,7 +194,7 @@ class FlagAcknowledgeInputSerializer(serializers.Serializer):
     comment = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
 
 
-class ModelSerializer(serializers.ModelSerializer):
+class VisionModelSerializer(serializers.ModelSerializer):
     registered_by = serializers.CharField(source="registered_by.username", read_only=True)
     approved_by = serializers.CharField(source="approved_by.username", default=None)
 
@@ -230,5 +230,5 @@ class ModelRegisterInputSerializer(serializers.Serializer):
     notes = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
 
 
-class ReasonInputSerializer(serializers.Serializer):
+class VisionModelDecisionSerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=500)

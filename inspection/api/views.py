@@ -167,7 +167,7 @@ class EvidenceView(APIView):
     retrieve=extend_schema(summary="One vision model with its manifest figures"),
 )
 class ModelViewSet(viewsets.ReadOnlyModelViewSet):
-    serializer_class = serializers.ModelSerializer
+    serializer_class = serializers.VisionModelSerializer
     filterset_class = ModelFilterSet
 
     def get_queryset(self):
@@ -181,7 +181,7 @@ class ModelViewSet(viewsets.ReadOnlyModelViewSet):
     "registered) and the active model keeps running. A registered model is `validated`; a "
     "quality engineer approves and activates it.",
     request={"multipart/form-data": serializers.ModelRegisterInputSerializer},
-    responses={201: serializers.ModelSerializer, **ERRORS},
+    responses={201: serializers.VisionModelSerializer, **ERRORS},
 )
 class ModelRegisterView(APIView):
     parser_classes = [MultiPartParser]
@@ -209,7 +209,9 @@ class ModelRegisterView(APIView):
                 actor=request.user,
                 notes=data["notes"],
             )
-        return Response(serializers.ModelSerializer(model).data, status=status.HTTP_201_CREATED)
+        return Response(
+            serializers.VisionModelSerializer(model).data, status=status.HTTP_201_CREATED
+        )
 
 
 def _model_command(service, summary: str, description: str):
@@ -217,8 +219,8 @@ def _model_command(service, summary: str, description: str):
         summary=summary,
         description=description,
         parameters=[_path_param("model", "Vision model id.")],
-        request=serializers.ReasonInputSerializer,
-        responses={200: serializers.ModelSerializer, **ERRORS},
+        request=serializers.VisionModelDecisionSerializer,
+        responses={200: serializers.VisionModelSerializer, **ERRORS},
     )
     class _View(APIView):
         required_perms = ("inspection.approve_inspectionmodel",)
@@ -227,10 +229,10 @@ def _model_command(service, summary: str, description: str):
             found = queries.model_list().filter(pk=model).first()
             if found is None:
                 raise NotFound(f"No vision model {model}.", field="model")
-            given = serializers.ReasonInputSerializer(data=request.data)
+            given = serializers.VisionModelDecisionSerializer(data=request.data)
             given.is_valid(raise_exception=True)
             done = service(model=found, actor=request.user, reason=given.validated_data["reason"])
-            return Response(serializers.ModelSerializer(done).data)
+            return Response(serializers.VisionModelSerializer(done).data)
 
     _View.__name__ = _View.__qualname__ = f"Model{service.__name__.split('_')[-1].title()}View"
     return _View
