@@ -469,9 +469,9 @@ def test_heldout_metrics_do_not_fall_below_the_committed_model(manifest):
     """A retrained model must be at least about as good as 1.0.0 on the shifted set."""
     m = manifest["metrics"]["heldout_shifted"]
     assert m["accuracy"] >= 0.91
-    assert m["macro_f1"] >= 0.91
-    assert m["escape_rate"] <= 0.095
-    assert m["false_alarm_rate"] <= 0.02
+    assert m["macro_f1"] >= 0.915
+    assert m["escape_rate"] <= 0.09
+    assert m["false_alarm_rate"] <= 0.015
 
 
 def test_manifest_records_provenance(manifest):
