@@ -8,7 +8,7 @@ class ComplianceConfig(AppConfig):
     def ready(self) -> None:
         from formation.events import FormationGraded
         from genealogy.events import MeasurementsRecorded
-        from inspection.events import VisionFlagged
+        from inspection.events import CountCharacteristicsCreated, VisionFlagged
         from qms import events as registry
         from qms.ingest import registry as ingest_registry
         from spc.events import AlarmExtended, AlarmRaised
@@ -16,6 +16,7 @@ class ComplianceConfig(AppConfig):
         from . import events  # noqa: F401  (declares the events this app publishes)
         from .handlers import handle_hold_request
         from .subscribers import (
+            chart_vision_counts,
             hold_k_screen_failures,
             hold_out_of_spec_units,
             hold_vision_flagged_cells,
@@ -46,6 +47,12 @@ class ComplianceConfig(AppConfig):
             hold_vision_flagged_cells,
             app_label="compliance",
             description="hold the cells made from coil metres vision flagged (defect or gap)",
+        )
+        registry.subscribe(
+            CountCharacteristicsCreated,
+            chart_vision_counts,
+            app_label="compliance",
+            description="chart vision's defect counts per 10 m as c charts in SPC",
         )
         registry.subscribe(
             FormationGraded,

@@ -28,7 +28,7 @@ from qms.ingest.commands import station_command_send
 from qms.ingest.models import CommandKind
 from qms.models import Characteristic
 from spc import services as spc_services
-from spc.choices import AlarmStatus
+from spc.choices import AlarmStatus, ChartType
 from spc.models import SpcAlarm
 
 from .choices import AlarmDecision, HoldSource, HoldStatus
@@ -387,6 +387,23 @@ def formation_hold(*, cell_ids: Sequence[int]) -> list[Hold]:
         actor=system_actor(),
     )
     return [hold]
+
+
+def vision_count_charts(*, characteristic_ids: Sequence[int]) -> list:
+    """Vision's defect-count characteristics (one per class and camera, counts per 10 m of
+    coil) charted as c charts: one count per point, rule 1, no detectors. A configuration a
+    quality engineer already made is left as it is; safe to run twice."""
+    return [
+        spc_services.chart_config_ensure(
+            characteristic=characteristic,
+            reason=f"c chart of {characteristic.name} (vision feed)",
+            chart_type=ChartType.C,
+            rules=[1],
+        )
+        for characteristic in Characteristic.objects.filter(pk__in=list(characteristic_ids))
+        .filter(code__startswith="vision-")
+        .order_by("pk")
+    ]
 
 
 # --- reactions to SPC alarms ------------------------------------------------------------------

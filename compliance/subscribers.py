@@ -5,7 +5,7 @@ Each subscriber only enqueues a task; the task does the work and is safe to run 
 
 from formation.events import FormationGraded
 from genealogy.events import MeasurementsRecorded
-from inspection.events import VisionFlagged
+from inspection.events import CountCharacteristicsCreated, VisionFlagged
 from spc.events import AlarmExtended, AlarmRaised
 
 
@@ -41,3 +41,9 @@ def hold_k_screen_failures(evt: FormationGraded) -> None:
     from .tasks import formation_hold_task
 
     formation_hold_task.delay(cell_ids=list(evt.k_screen_failed_ids))
+
+
+def chart_vision_counts(evt: CountCharacteristicsCreated) -> None:
+    from .tasks import vision_count_charts_task
+
+    vision_count_charts_task.delay(characteristic_ids=list(evt.characteristic_ids))

@@ -66,3 +66,15 @@ def vision_hold_task(self, *, flag_ids: list[int], unit_ids: list[int]) -> list[
 def formation_hold_task(self, *, cell_ids: list[int]) -> list[str]:
     """Hold the cells the K-value screen failed; safe to repeat."""
     return [h.number for h in services.formation_hold(cell_ids=cell_ids)]
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def vision_count_charts_task(self, *, characteristic_ids: list[int]) -> int:
+    """Chart vision's defect-count characteristics as c charts; safe to repeat."""
+    return len(services.vision_count_charts(characteristic_ids=characteristic_ids))

@@ -10,3 +10,11 @@ class VisionFlagged:
 
     flag_ids: tuple[int, ...]
     unit_ids: tuple[int, ...]
+
+
+@event
+class CountCharacteristicsCreated:
+    """Vision made its defect-count characteristics (one per class and camera, counts per
+    10 m of coil). They are charted as c charts; compliance has SPC configure them."""
+
+    characteristic_ids: tuple[int, ...]

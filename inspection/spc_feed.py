@@ -23,8 +23,9 @@ after the ingest commits, and an alarm goes the usual way to compliance.
 
 The characteristics are made on first use (:func:`characteristics_ensure`): one
 control-plan row per defect class at the camera's station, charted as a c chart with rule
-1 (see docs/spc.md, "c charts"). Dependency direction: inspection reads genealogy and qms,
-and asks spc for the chart configuration of the characteristics it creates.
+1 (see docs/spc.md, "c charts"). Dependency direction: inspection reads genealogy and qms
+only; new characteristics are announced with ``CountCharacteristicsCreated`` and compliance
+has SPC chart them as c charts after the commit.
 """
 
 from __future__ import annotations
@@ -40,12 +41,12 @@ from django.db import IntegrityError, transaction
 
 from genealogy.models import Measurement, Unit
 from genealogy.services import MeasurementInput, measurements_record
+from qms import events
 from qms.choices import SpecialCharacteristic
 from qms.models import Characteristic
-from spc import services as spc_services
-from spc.choices import ChartType
 
 from .choices import Decision, Verdict
+from .events import CountCharacteristicsCreated
 from .models import Defect, InspectionResult, InspectionStation
 from .schema import DEFECT_CLASSES
 
@@ -108,19 +109,18 @@ def characteristics_ensure(*, camera: InspectionStation) -> list[Characteristic]
             station_id=camera.station_id, code__in=codes.values()
         ).select_related("chart_config")
     }
-    out = []
+    out, unconfigured = [], []
     for cls, code in codes.items():
         characteristic = found.get(code)
         if characteristic is None:
             characteristic = _characteristic_create(camera, cls, code)
         if not _has_chart_config(characteristic):
-            spc_services.chart_config_ensure(
-                characteristic=characteristic,
-                reason=f"c chart of {cls} defects per 10 m (vision feed)",
-                chart_type=ChartType.C,
-                rules=[1],
-            )
+            unconfigured.append(characteristic.pk)
         out.append(characteristic)
+    if unconfigured:
+        # SPC sits beside inspection, not below it: the c charts are configured by whoever
+        # wires the two together (compliance), after this transaction commits.
+        events.publish(CountCharacteristicsCreated(characteristic_ids=tuple(unconfigured)))
     return out
 
 

@@ -38,6 +38,7 @@ TASK_ROUTES = {
     "compliance.tasks.out_of_spec_hold_task": {"queue": "ingest"},
     "compliance.tasks.spc_alarm_*": {"queue": "spc"},
     "compliance.tasks.vision_hold_task": {"queue": "vision"},
+    "compliance.tasks.vision_count_charts_task": {"queue": "spc"},
     "compliance.tasks.formation_hold_task": {"queue": "ingest"},
     "formation.tasks.*": {"queue": "ingest"},
     "genealogy.tasks.*": {"queue": "ingest"},

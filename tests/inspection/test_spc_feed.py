@@ -108,9 +108,15 @@ def zeros(**counts) -> dict[str, float]:
 # ---------------------------------------------------------------------- characteristics
 
 
-def test_characteristics_ensure_makes_one_c_chart_per_defect_class_once(bare_camera, plant):
-    made = spc_feed.characteristics_ensure(camera=bare_camera)
-    again = spc_feed.characteristics_ensure(camera=bare_camera)
+def test_characteristics_ensure_makes_one_c_chart_per_defect_class_once(
+    bare_camera, plant, django_capture_on_commit_callbacks
+):
+    # The c charts are configured after commit, by compliance, through SPC.
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        made = spc_feed.characteristics_ensure(camera=bare_camera)
+    with django_capture_on_commit_callbacks(execute=True) as again_callbacks:
+        again = spc_feed.characteristics_ensure(camera=bare_camera)
+    assert (len(callbacks), len(again_callbacks)) == (1, 0)  # configured once
 
     assert [c.pk for c in again] == [c.pk for c in made]
     assert [c.code for c in made] == [f"vision-cam-c1-{cls}-per-10m" for cls in CLASSES]
@@ -147,12 +153,17 @@ def test_characteristics_ensure_makes_one_c_chart_per_defect_class_once(bare_cam
     ]
 
 
-def test_a_chart_the_quality_engineer_changed_is_left_as_it_is(bare_camera, quality):
-    particle = spc_feed.characteristics_ensure(camera=bare_camera)[CLASSES.index("particle")]
+def test_a_chart_the_quality_engineer_changed_is_left_as_it_is(
+    bare_camera, quality, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        made = spc_feed.characteristics_ensure(camera=bare_camera)
+    particle = made[CLASSES.index("particle")]
     config = ChartConfig.objects.get(characteristic=particle)
     chart_config_update(config=config, actor=quality, reason="runs too", rules=[1, 2])
 
-    spc_feed.characteristics_ensure(camera=bare_camera)
+    with django_capture_on_commit_callbacks(execute=True):
+        spc_feed.characteristics_ensure(camera=bare_camera)
 
     config.refresh_from_db()
     assert (config.chart_type, config.rules) == ("c", [1, 2])
