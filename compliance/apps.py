@@ -11,6 +11,7 @@ class ComplianceConfig(AppConfig):
         from inspection.events import CountCharacteristicsCreated, VisionFlagged
         from qms import events as registry
         from qms.ingest import registry as ingest_registry
+        from risk.events import CellsQuarantined
         from spc.events import AlarmExtended, AlarmRaised
 
         from . import events  # noqa: F401  (declares the events this app publishes)
@@ -19,6 +20,7 @@ class ComplianceConfig(AppConfig):
             chart_vision_counts,
             hold_k_screen_failures,
             hold_out_of_spec_units,
+            hold_quarantined_cells,
             hold_vision_flagged_cells,
             react_to_spc_alarm,
             react_to_spc_alarm_extended,
@@ -59,5 +61,11 @@ class ComplianceConfig(AppConfig):
             hold_k_screen_failures,
             app_label="compliance",
             description="hold the cells the K-value screen failed, before module assembly",
+        )
+        registry.subscribe(
+            CellsQuarantined,
+            hold_quarantined_cells,
+            app_label="compliance",
+            description="hold the cells scored above their thermal-risk quarantine threshold",
         )
         ingest_registry.register("hold_request", handle_hold_request, app_label=self.label)

@@ -27,6 +27,7 @@ from qms.exceptions import InvalidInput, NotFound, Refused
 from qms.ingest.commands import station_command_send
 from qms.ingest.models import CommandKind
 from qms.models import Characteristic
+from risk.models import RiskScore
 from spc import services as spc_services
 from spc.choices import AlarmStatus, ChartType
 from spc.models import SpcAlarm
@@ -387,6 +388,82 @@ def formation_hold(*, cell_ids: Sequence[int]) -> list[Hold]:
         actor=system_actor(),
     )
     return [hold]
+
+
+def risk_hold(*, score_ids: Sequence[int]) -> list[Hold]:
+    """Hold the cells whose thermal-risk score put them above their product's quarantine
+    threshold, so module assembly refuses them. One hold per model version scored, naming
+    each cell's risk, the threshold and the top reasons. Only a cell's latest score counts
+    (a score that a newer one replaced holds nothing); scrapped cells are left alone. Safe
+    to run twice: a cell already held for a score, or still on an open risk hold, is not
+    held again; a cell whose risk hold was released is held again by a later score above
+    the threshold (new evidence), not by the score it was released from."""
+    scores = list(
+        RiskScore.objects.filter(pk__in=list(score_ids), quarantined=True)
+        .select_related("unit")
+        .order_by("pk")
+    )
+    if not scores:
+        return []
+    newest = dict(
+        RiskScore.objects.filter(unit_id__in=[s.unit_id for s in scores])
+        .order_by("unit_id", "scored_at", "id")
+        .values_list("unit_id", "id")
+    )
+    scores = [
+        s
+        for s in scores
+        if newest.get(s.unit_id) == s.pk
+        and s.unit.kind == UnitKind.CELL
+        and s.unit.status != UnitStatus.SCRAPPED
+    ]
+    last_held: dict[int, datetime] = {}
+    open_held: set[int] = set()
+    for unit_id, placed_at, status in HoldUnit.objects.filter(
+        unit_id__in=[s.unit_id for s in scores], hold__source=HoldSource.RISK
+    ).values_list("unit_id", "hold__placed_at", "hold__status"):
+        last_held[unit_id] = max(placed_at, last_held.get(unit_id, placed_at))
+        if status == HoldStatus.OPEN:
+            open_held.add(unit_id)
+    # Held for this score already (a risk hold placed at or after it was given), or still
+    # held for an earlier one.
+    scores = [
+        s
+        for s in scores
+        if s.unit_id not in open_held
+        and (s.unit_id not in last_held or last_held[s.unit_id] < s.scored_at)
+    ]
+    holds = []
+    actor = None
+    by_version: dict[str, list[RiskScore]] = {}
+    for s in scores:
+        by_version.setdefault(s.model_version, []).append(s)
+    for version, batch in sorted(by_version.items()):
+
+        def why(s: RiskScore) -> str:
+            reasons = "; ".join(s.reasons[:2]) if s.reasons else "no single reason stands out"
+            return f"{s.unit.serial} risk {s.risk:.4f} ({reasons})"
+
+        listed = [why(s) for s in batch[:5]] + (
+            [f"and {len(batch) - 5} more"] if len(batch) > 5 else []
+        )
+        rule = batch[0]
+        actor = actor or system_actor()
+        holds.append(
+            hold_place(
+                units=[s.unit for s in batch],
+                reason=(
+                    f"Thermal-risk score above the quarantine threshold {rule.threshold:.4f} "
+                    f"({rule.threshold_mode.replace('_', ' ')}) of model {version}: "
+                    + ", ".join(listed)
+                ),
+                source=HoldSource.RISK,
+                source_reference=f"risk score #{batch[0].pk}"
+                + (f" (+{len(batch) - 1})" if len(batch) > 1 else ""),
+                actor=actor,
+            )
+        )
+    return holds
 
 
 def vision_count_charts(*, characteristic_ids: Sequence[int]) -> list:

@@ -6,6 +6,7 @@ Each subscriber only enqueues a task; the task does the work and is safe to run 
 from formation.events import FormationGraded
 from genealogy.events import MeasurementsRecorded
 from inspection.events import CountCharacteristicsCreated, VisionFlagged
+from risk.events import CellsQuarantined
 from spc.events import AlarmExtended, AlarmRaised
 
 
@@ -41,6 +42,14 @@ def hold_k_screen_failures(evt: FormationGraded) -> None:
     from .tasks import formation_hold_task
 
     formation_hold_task.delay(cell_ids=list(evt.k_screen_failed_ids))
+
+
+def hold_quarantined_cells(evt: CellsQuarantined) -> None:
+    if not evt.score_ids:
+        return
+    from .tasks import risk_hold_task
+
+    risk_hold_task.delay(score_ids=list(evt.score_ids))
 
 
 def chart_vision_counts(evt: CountCharacteristicsCreated) -> None:

@@ -75,6 +75,18 @@ def formation_hold_task(self, *, cell_ids: list[int]) -> list[str]:
     retry_backoff=True,
     max_retries=5,
 )
+def risk_hold_task(self, *, score_ids: list[int]) -> list[str]:
+    """Hold the cells scored above their quarantine threshold; safe to repeat."""
+    return [h.number for h in services.risk_hold(score_ids=score_ids)]
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=5,
+)
 def vision_count_charts_task(self, *, characteristic_ids: list[int]) -> int:
     """Chart vision's defect-count characteristics as c charts; safe to repeat."""
     return len(services.vision_count_charts(characteristic_ids=characteristic_ids))

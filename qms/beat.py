@@ -1,6 +1,7 @@
 """Installing default Celery beat entries from data migrations (django-celery-beat).
 
-Each migration gives ``{name: (task, {"minute": ..., "hour": ...}, description)}``. An entry
+Each migration gives ``{name: (task, {"minute": ..., "hour": ...}, description)}`` (and
+``"day_of_week"`` for a weekly entry). An entry
 that exists already (by name) is left as it is, so a schedule changed in the admin survives
 re-running migrations; removing deletes the entries by name and their unused crontabs.
 """
@@ -12,7 +13,7 @@ def _crontab_fields(fields: dict) -> dict:
     return {
         "minute": fields["minute"],
         "hour": fields["hour"],
-        "day_of_week": "*",
+        "day_of_week": fields.get("day_of_week", "*"),
         "day_of_month": "*",
         "month_of_year": "*",
         "timezone": "UTC",

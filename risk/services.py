@@ -341,10 +341,19 @@ def features_build(cells: Sequence[Unit]) -> Population:
         )
     all_units = set().union(*[set(u) for u in upstream]) if upstream else set()
     codes = _gauge_codes()
-    chars = {c.pk: c for c in Characteristic.objects.filter(code__in=codes).order_by("pk")}
-    limits: dict[str, dict] = {}
+    chars = {
+        c.pk: c
+        for c in Characteristic.objects.filter(code__in=codes)
+        .select_related("station")
+        .order_by("pk")
+    }
+    # Each line's control plan has its own limits (a cylindrical cell's fill mass is grams
+    # where a prismatic cell's is a hundred grams): a cell is judged by its own line's.
+    limits_by_line: dict[int | None, dict[str, dict]] = defaultdict(dict)
     for c in chars.values():
-        limits.setdefault(codes[c.code], {"nominal": c.nominal, "lsl": c.lsl, "usl": c.usl})
+        row = {"nominal": c.nominal, "lsl": c.lsl, "usl": c.usl}
+        limits_by_line[c.station.line_id].setdefault(codes[c.code], row)
+        limits_by_line[None].setdefault(codes[c.code], row)
     values: dict[tuple[int, str], list[tuple[float, float | None]]] = defaultdict(list)
     if chars:
         for unit_id, char_id, value, pos in Measurement.objects.filter(
@@ -365,16 +374,6 @@ def features_build(cells: Sequence[Unit]) -> Population:
                 picked.extend(inside or [v for v, _ in got])
             if picked:
                 gauge_values[gauge][i] = float(np.mean(picked))
-    # A gauge the control plan does not have is not measured on this line at all: its
-    # cells are scored at nominal rather than as missing (every cell would count it).
-    gauges = {}
-    for g in GAUGE_NAMES:
-        if g in limits:
-            gauges[g] = limits[g]
-        else:
-            gauges[g] = {"nominal": 0.0, "lsl": -1.0, "usl": 1.0}
-            gauge_values[g][:] = 0.0
-
     # vision: defect flags on the cell's metres; absent when its coils were never inspected
     flagged = defaultdict(int)
     for unit_id in CellVisionFlag.objects.filter(
@@ -409,16 +408,34 @@ def features_build(cells: Sequence[Unit]) -> Population:
             for first, closed in by_line[unit.line_id]
             if first <= made and (closed is None or closed > made)
         )
-    table = assemble_features(
-        formation,
-        gauge_values,
-        gauges=gauges,
-        lot=lot,
-        channel=channel,
-        rack=rack,
-        extras={"vision_defects_on_segments": vision, "open_spc_alarms": spc},
-    )
-    return Population(list(cells), table.values, k_raw)
+    extras = {"vision_defects_on_segments": vision, "open_spc_alarms": spc}
+    values = np.zeros((n, len(FEATURE_NAMES)))
+    by_line: dict[int | None, list[int]] = defaultdict(list)
+    for i, unit in enumerate(cells):
+        by_line[unit.line_id if unit.line_id in limits_by_line else None].append(i)
+    for line_id, rows in by_line.items():
+        idx = np.asarray(rows)
+        limits = limits_by_line.get(line_id, {})
+        # A gauge the line's control plan does not have is not measured on that line at
+        # all: its cells are scored at nominal rather than as missing (every cell would
+        # count it).
+        gauges, picked = {}, {}
+        for g in GAUGE_NAMES:
+            if g in limits:
+                gauges[g], picked[g] = limits[g], gauge_values[g][idx]
+            else:
+                gauges[g], picked[g] = {"nominal": 0.0, "lsl": -1.0, "usl": 1.0}, np.zeros(len(idx))
+        table = assemble_features(
+            {name: col[idx] for name, col in formation.items()},
+            picked,
+            gauges=gauges,
+            lot=lot[idx],
+            channel=channel[idx],
+            rack=rack[idx],
+            extras={name: col[idx] for name, col in extras.items()},
+        )
+        values[idx] = table.values
+    return Population(list(cells), values, k_raw)
 
 
 FEATURE_NAMES_FORMATION: tuple[str, ...] = (

@@ -15,6 +15,7 @@ schedule_migration = importlib.import_module("qms.migrations.0003_default_beat_s
 SHIFT_SUMMARY = "qms.ingest.tasks.ingest_shift_summary_task"
 DIGEST = "qms.ingest.tasks.dead_letter_digest_task"
 RETRY = "qms.ingest.tasks.dead_letter_retry_task"
+RETRAIN = "risk.tasks.retrain_task"
 
 
 def test_named_queues_and_beat_from_the_database():
@@ -71,7 +72,16 @@ def _crontab(task: PeriodicTask) -> tuple:
 @pytest.mark.django_db
 def test_the_migration_installed_the_default_schedule():
     tasks = {t.name: t for t in PeriodicTask.objects.select_related("crontab")}
-    assert sorted(tasks) == ["Dead-letter digest", "Dead-letter retry", "Ingest shift summary"]
+    assert sorted(tasks) == [
+        "Dead-letter digest",
+        "Dead-letter retry",
+        "Ingest shift summary",
+        "Thermal-risk retraining",
+    ]
+    retrain = tasks["Thermal-risk retraining"]
+    assert (retrain.task, retrain.enabled) == (RETRAIN, True)
+    assert _crontab(retrain) == ("0", "2", "1", "*", "*", "UTC")  # Mondays, 02:00 UTC
+    assert retrain.crontab.schedule.day_of_week == {1}
     retry = tasks["Dead-letter retry"]
     assert (retry.task, retry.enabled) == (RETRY, True)
     assert _crontab(retry) == ("*", "*", "*", "*", "*", "UTC")
@@ -90,7 +100,9 @@ def test_the_migration_installed_the_default_schedule():
         "Ingest shift summary": SHIFT_SUMMARY,
         "Dead-letter digest": DIGEST,
         "Dead-letter retry": RETRY,
+        "Thermal-risk retraining": RETRAIN,
     }
+    assert app.amqp.router.route({}, RETRAIN)["queue"].name == "risk"
     # Beat sends with no queue of its own: the routes put both on "reports".
     assert entries["Ingest shift summary"].options.get("queue") is None
 
@@ -102,17 +114,21 @@ def test_installing_again_keeps_changes_and_reversing_removes_it():
     summary.save()
 
     schedule_migration.install(django_apps, None)
-    assert PeriodicTask.objects.count() == 3
-    assert CrontabSchedule.objects.count() == 3
+    assert PeriodicTask.objects.count() == 4
+    assert CrontabSchedule.objects.count() == 4
     assert PeriodicTask.objects.get(name="Ingest shift summary").enabled is False
 
     schedule_migration.remove(django_apps, None)
-    assert list(PeriodicTask.objects.values_list("name", flat=True)) == ["Dead-letter retry"]
-    assert CrontabSchedule.objects.count() == 1
+    assert sorted(PeriodicTask.objects.values_list("name", flat=True)) == [
+        "Dead-letter retry",
+        "Thermal-risk retraining",
+    ]
+    assert CrontabSchedule.objects.count() == 2
 
     schedule_migration.install(django_apps, None)
     assert sorted(PeriodicTask.objects.values_list("name", "task")) == [
         ("Dead-letter digest", DIGEST),
         ("Dead-letter retry", RETRY),
         ("Ingest shift summary", SHIFT_SUMMARY),
+        ("Thermal-risk retraining", RETRAIN),
     ]

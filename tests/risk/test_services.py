@@ -112,6 +112,57 @@ def test_upstream_gauges_come_from_the_metres_each_cell_consumed(thread, risk_mo
     assert c01["open_spc_alarms_missing"] == 0.0
 
 
+def test_each_cell_is_judged_by_its_own_lines_spec_limits(thread, risk_model, plant):
+    """A cylindrical line's fill mass is grams where a prismatic cell's is hundreds of grams:
+    scored together, each cell's deviation uses its own line's control plan."""
+    from genealogy.services import MeasurementInput, measurements_record
+    from qms.choices import CellFormat, ProcessStep
+    from qms.models import Characteristic
+    from tests.factories import LineFactory, StationFactory, UnitFactory
+
+    features_write(thread.cells, outlier_index=OUTLIER)
+    cyl = LineFactory(site=plant.site, code="l2-cyl", cell_format=CellFormat.CYLINDRICAL)
+    fill = StationFactory(line=cyl, code="fill", process_step=ProcessStep.ELECTROLYTE_FILL)
+    Characteristic.objects.create(
+        station=fill,
+        code=plant.chars["fill_mass"].code,
+        name="Electrolyte fill mass",
+        unit="g",
+        nominal=5.0,
+        lsl=4.95,
+        usl=5.05,
+        measurement_method="check-weigher before and after fill",
+        sample_size=1,
+        sample_frequency="every cell",
+        reaction_plan="Hold the cell; MRB.",
+    )
+    cells = [UnitFactory(serial=f"C2000000{i:04d}", line=cyl) for i in range(1, 11)]
+    features_write(cells, seed=7)
+    measurements_record(
+        rows=[
+            MeasurementInput(
+                unit_id=cell.pk,
+                characteristic_id=cyl.stations.get(code="fill").characteristics.get().pk,
+                value=4.99 if i == 0 else 5.0 + 0.002 * i,
+                measured_at=timezone.now() - timedelta(days=4),
+            )
+            for i, cell in enumerate(cells)
+        ],
+        actor=thread.actor,
+    )
+
+    scores = {
+        s.unit_id: s for s in services.cells_score(cell_ids=[c.pk for c in thread.cells + cells])
+    }
+
+    assert scores[cells[0].pk].features["fill_mass_g_dev"] == pytest.approx(-0.2, abs=1e-6)
+    fill_half = (plant.chars["fill_mass"].usl - plant.chars["fill_mass"].lsl) / 2
+    assert scores[thread.cell(5).pk].features["fill_mass_g_dev"] == pytest.approx(
+        (404.2 - 410.0) / fill_half, abs=1e-6
+    )
+    assert not any("fill mass" in r for r in scores[cells[0].pk].reasons)
+
+
 def test_cells_above_threshold_publish_the_quarantine_event(thread, risk_model, published):
     features_write(thread.cells, outlier_index=OUTLIER)
 
