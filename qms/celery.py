@@ -40,6 +40,7 @@ TASK_ROUTES = {
     "compliance.tasks.vision_hold_task": {"queue": "vision"},
     "compliance.tasks.vision_count_charts_task": {"queue": "spc"},
     "compliance.tasks.formation_hold_task": {"queue": "ingest"},
+    "compliance.tasks.risk_hold_task": {"queue": "risk"},
     "formation.tasks.*": {"queue": "ingest"},
     "genealogy.tasks.*": {"queue": "ingest"},
     # scheduled ingest reports (shift summary, dead-letter digest)

@@ -35,6 +35,7 @@ def test_named_queues_and_beat_from_the_database():
         ("spc.tasks.spc_evaluate_task", "spc"),
         ("inspection.tasks.inspect_image_task", "vision"),
         ("risk.tasks.risk_score_task", "risk"),
+        ("compliance.tasks.risk_hold_task", "risk"),
         ("compliance.tasks.audit_pack_report_task", "reports"),
         ("compliance.tasks.hold_aging_task", "default"),
     ],
