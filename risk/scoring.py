@@ -55,7 +55,7 @@ from risk.features import (
 )
 
 MODEL_NAME = "thermal-risk"
-DEFAULT_MODEL_VERSION = "1.0.0"
+DEFAULT_MODEL_VERSION = "1.1.0"
 MODEL_FILES_DIR = Path(__file__).resolve().parent / "model_files"
 INPUT_NAME = "features"
 OUTPUT_NAME = "probabilities"

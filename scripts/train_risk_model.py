@@ -1,6 +1,6 @@
 """Train the initial thermal-risk model on simulated plant history and write its files.
 
-    .venv/bin/python scripts/train_risk_model.py --out risk/model_files --version 1.0.0
+    .venv/bin/python scripts/train_risk_model.py --out risk/model_files --version 1.1.0
 
 History: ``--periods`` production periods ``PERIOD_DAYS`` apart from ``HISTORY_START``; in
 each, both demo lines (prismatic 105 Ah, cylindrical 21700) build ``--cells`` cells

@@ -34,6 +34,7 @@ from qms.choices import SpecialCharacteristic as SC
 from qms.files import demo as files_demo
 from qms.models import Characteristic, Equipment, Integration, Line, Site, Station
 
+from . import risk as risk_demo
 from . import vision as vision_demo
 
 SEED_REASON = "demo plant seeded"
@@ -996,4 +997,5 @@ def seed() -> SeedResult:
     for _profile in files_demo.profiles_seed():
         result.count("file import profiles")
     vision_demo.cameras_seed(result)
+    risk_demo.model_seed(result)
     return result

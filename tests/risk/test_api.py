@@ -73,7 +73,7 @@ def test_scores_list_and_filter(operator, scored, thread):
         "baseline_score": bad.baseline_score,
         "baseline_flags": bad.baseline_flags,
         "reasons": bad.reasons,
-        "model_version": "1.0.0",
+        "model_version": "1.1.0",
         "product": "default",
         "threshold": bad.threshold,
         "threshold_mode": "top_fraction",
@@ -162,7 +162,7 @@ def test_a_quality_engineer_approves_and_activates_through_the_api(quality):
     assert activated.json()["state"] == "active"
     listed = client.get(f"{BASE}/models/", {"state": "active"}).json()
     rows = listed["results"] if isinstance(listed, dict) else listed
-    assert [(r["version"], r["sha256"]) for r in rows] == [("1.0.0", model.sha256)]
+    assert [(r["version"], r["sha256"]) for r in rows] == [("1.1.0", model.sha256)]
 
 
 def test_only_a_quality_engineer_may_approve(quality):

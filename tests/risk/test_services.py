@@ -53,7 +53,7 @@ def test_scores_are_stored_with_model_version_reasons_and_baseline(thread, risk_
     assert RiskScore.objects.count() == 16
     assert [s.unit_id for s in scores] == sorted(c.pk for c in thread.cells)
     assert {s.model_id for s in scores} == {risk_model.pk}
-    assert {s.model_version for s in scores} == {"1.0.0"}
+    assert {s.model_version for s in scores} == {"1.1.0"}
     # the stored figures are what the committed model gives for the stored features
     served = ServedModel.load(*default_model_paths()[:1])
     x = _matrix(scores)
@@ -174,12 +174,12 @@ def test_cells_above_threshold_publish_the_quarantine_event(thread, risk_model, 
         CellsScored(
             score_ids=tuple(s.pk for s in scores),
             unit_ids=tuple(s.unit_id for s in scores),
-            model_version="1.0.0",
+            model_version="1.1.0",
         ),
         CellsQuarantined(
             score_ids=tuple(s.pk for s in held),
             unit_ids=tuple(s.unit_id for s in held),
-            model_version="1.0.0",
+            model_version="1.1.0",
         ),
     ]
 
@@ -294,7 +294,7 @@ def test_tampered_stored_file_is_refused_at_activation_and_the_active_model_stay
     assert challenger.state == ModelState.APPROVED
     features_write(thread.cells)
     assert {s.model_version for s in services.cells_score(cell_ids=[thread.cell(1).pk])} == {
-        "1.0.0"
+        "1.1.0"
     }
 
 
@@ -314,7 +314,7 @@ def test_activation_retires_the_previous_model_and_rollback_restores_it(
     new_score = services.cells_score(cell_ids=[thread.cell(1).pk])[0]
     assert new_score.model_version == "1.0.1"
     old_score.refresh_from_db()
-    assert (old_score.model_id, old_score.model_version) == (risk_model.pk, "1.0.0")
+    assert (old_score.model_id, old_score.model_version) == (risk_model.pk, "1.1.0")
 
     services.model_activate(model=risk_model, actor=quality, reason="Rollback")
 
@@ -473,7 +473,7 @@ def test_retraining_with_too_few_labels_says_so_and_keeps_the_active_model(
     }
     assert run.detail.startswith("0 cells old enough to be labelled (of 16 scored)")
     assert run.drift_psi == {}
-    assert list(RiskModel.objects.values_list("version", "state")) == [("1.0.0", "active")]
+    assert list(RiskModel.objects.values_list("version", "state")) == [("1.1.0", "active")]
 
 
 def _history(risk_model, plant, *, n: int, seed: int):
@@ -545,7 +545,7 @@ def test_retraining_registers_a_challenger_and_stores_the_comparison(plant, risk
 
     assert run.status == "done", run.detail
     challenger = run.challenger
-    assert (challenger.version, challenger.state) == ("1.1.0", ModelState.VALIDATED)
+    assert (challenger.version, challenger.state) == ("1.2.0", ModelState.VALIDATED)
     assert challenger.registered_by == quality
     assert run.active_model == risk_model
     risk_model.refresh_from_db()
@@ -594,9 +594,9 @@ def test_commands_register_activate_score_and_retrain(thread, quality):
     model = RiskModel.objects.get()
     assert model.state == ModelState.ACTIVE
     assert lines[:3] == [
-        f"Registered thermal-risk 1.0.0 (sha256 {model.sha256[:12]}…).",
-        f"Approved thermal-risk 1.0.0 as {quality.username}.",
-        "Activated thermal-risk 1.0.0.",
+        f"Registered thermal-risk 1.1.0 (sha256 {model.sha256[:12]}…).",
+        f"Approved thermal-risk 1.1.0 as {quality.username}.",
+        "Activated thermal-risk 1.1.0.",
     ]
     held = RiskScore.objects.filter(quarantined=True).count()
     assert lines[3] == f"Scored 16 cell(s); {held} above the quarantine threshold."

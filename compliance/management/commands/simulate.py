@@ -21,13 +21,17 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from compliance.choices import HoldSource
 from compliance.demo import line, plant, transports
 from compliance.demo.stream import build_stream
+from compliance.models import Hold
 from qms.exceptions import DomainError
 from qms.mqtt.broker import parse_url
+from risk.models import RiskScore
 
 DEFAULT_INGEST_URL = "http://127.0.0.1:8000/api/v1/ingest/"
 #: The demo's read-write integration (local demo only; ``demo_logins`` prints it).
@@ -165,8 +169,27 @@ class Command(BaseCommand):
 
         started = time.monotonic()
         quality = get_user_model().objects.filter(username=plant.QUALITY_USERNAME).first()
+        scored_before = RiskScore.objects.aggregate(last=Max("pk"))["last"] or 0
+        held_before = Hold.objects.filter(source=HoldSource.RISK).aggregate(last=Max("pk"))
         for report in formation_simulate_all(seed=seed, end_at=end_at, actor=quality):
             self.stdout.write(report.summary())
+        scores = RiskScore.objects.filter(pk__gt=scored_before)
+        if scores.exists():
+            by_version = scores.values("model_version").annotate(
+                cells=Count("unit", distinct=True),
+                quarantined=Count("unit", filter=Q(quarantined=True), distinct=True),
+            )
+            holds = Hold.objects.filter(
+                source=HoldSource.RISK, pk__gt=held_before["last"] or 0
+            ).order_by("pk")
+            for row in by_version.order_by("model_version"):
+                self.stdout.write(
+                    f"Thermal risk: {row['cells']} cells scored by model {row['model_version']}, "
+                    f"{row['quarantined']} above the quarantine threshold"
+                    + (f", held in {', '.join(h.number for h in holds)}" if holds else "")
+                )
+        else:
+            self.stdout.write("Thermal risk: no cells scored (no active thermal-risk model).")
         self.stdout.write(
             self.style.SUCCESS(f"Formed, aged and graded in {time.monotonic() - started:.1f} s.")
         )
