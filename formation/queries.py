@@ -4,8 +4,12 @@ sets, tray loading and cycler file imports."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import numpy as np
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 
 from . import features as fx
 from .choices import RuleSetState
@@ -117,3 +121,118 @@ def file_import_list() -> QuerySet[CyclerFileImport]:
     return CyclerFileImport.objects.select_related("profile", "imported_by").order_by(
         "-imported_at", "-id"
     )
+
+
+# --- one cell's formation record, as its page shows it -----------------------------------------
+
+
+def run_latest(unit_id: int) -> CyclerRun | None:
+    """The cell's latest formation run: the one its features are computed from."""
+    return run_list().filter(unit_id=unit_id).first()
+
+
+def run_steps(run: CyclerRun) -> list[StepResult]:
+    """The steps of a run in order, each with its curve (``step.curve``) where one is
+    stored (use :func:`step_has_curve` before touching it)."""
+    return list(
+        StepResult.objects.filter(run=run).select_related("curve").order_by("sequence", "id")
+    )
+
+
+def step_has_curve(step: StepResult) -> bool:
+    try:
+        step.curve  # noqa: B018  (a reverse one-to-one raises when there is none)
+    except StepCurve.DoesNotExist:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class AgingFit:
+    """A cell's aging OCV log as its K-value is fitted (see ``features_compute``): the
+    readings after its latest formation run ended (all of them when it has no run),
+    ``days`` since the first of them, the OCV as measured and as fitted (corrected to
+    ``reference_c`` when the plant sets a temperature coefficient), the least-squares fit
+    and the fitted OCV at day 0, so ``ocv = intercept_mv - k_mv_per_day * days``.
+    ``left_out`` counts readings taken before the run ended (not part of the fit)."""
+
+    readings: list[AgingReading]
+    days: np.ndarray
+    ocv_mv: np.ndarray
+    ocv_fitted_mv: np.ndarray
+    fit: fx.KFit
+    intercept_mv: float
+    temp_coeff_mv_per_k: float
+    reference_c: float
+    left_out: int
+
+
+def aging_fit(unit_id: int) -> AgingFit | None:
+    """The K-value fit of a cell's aging readings, computed as ``features_compute`` does
+    (same readings, same least squares, same temperature correction); None without any
+    reading after its latest run."""
+    from django.conf import settings
+
+    run = run_latest(unit_id)
+    every = list(
+        AgingReading.objects.filter(unit_id=unit_id)
+        .select_related("station", "equipment")
+        .order_by("measured_at", "id")
+    )
+    readings = [r for r in every if run is None or r.measured_at >= run.ended_at]
+    if not readings:
+        return None
+    coeff = float(getattr(settings, "QMS_FORMATION_OCV_TEMP_COEFF_MV_PER_K", 0.0))
+    reference_c = 25.0
+    at = np.array([r.measured_at.timestamp() for r in readings], dtype=np.float64)
+    days = (at - at[0]) / 86400.0
+    ocv = np.array([r.ocv_mv for r in readings], dtype=np.float64)
+    if coeff:
+        temps = np.array(
+            [np.nan if r.temperature_c is None else r.temperature_c for r in readings],
+            dtype=np.float64,
+        )
+        fitted = ocv - coeff * (temps - reference_c)
+        fit = fx.k_value(days, ocv, temperature_c=temps, ocv_temp_coeff_mv_per_k=coeff)
+    else:
+        fitted = ocv.copy()
+        fit = fx.k_value(days, ocv)
+    used = np.isfinite(days) & np.isfinite(fitted)
+    intercept = math.nan
+    if np.isfinite(fit.k_mv_per_day) and used.any():
+        intercept = float(fitted[used].mean() + fit.k_mv_per_day * days[used].mean())
+    return AgingFit(
+        readings=readings,
+        days=days,
+        ocv_mv=ocv,
+        ocv_fitted_mv=fitted,
+        fit=fit,
+        intercept_mv=intercept,
+        temp_coeff_mv_per_k=coeff,
+        reference_c=reference_c,
+        left_out=len(every) - len(readings),
+    )
+
+
+def features_get(unit_id: int) -> CellFeatures | None:
+    return features_list().filter(unit_id=unit_id).first()
+
+
+#: Cells of one lot read for a lot's distribution at most (the newest formed).
+LOT_CELLS_MAX = 20_000
+
+
+def lot_feature_values(
+    lot: str, names: Sequence[str], *, limit: int = LOT_CELLS_MAX
+) -> tuple[list[int], np.ndarray]:
+    """The feature values of the cells of a lot (the newest ``limit`` formed): unit ids and
+    a ``(cells, len(names))`` matrix, NaN where a cell has no value."""
+    rows = list(
+        CellFeatures.objects.filter(lot=lot)
+        .order_by(F("formed_at").desc(nulls_last=True), "-id")
+        .values_list("unit_id", *names)[:limit]
+    )
+    values = np.array(
+        [[np.nan if v is None else v for v in row[1:]] for row in rows], dtype=np.float64
+    ).reshape(len(rows), len(names))
+    return [row[0] for row in rows], values

@@ -29,4 +29,5 @@ urlpatterns = [
     path("", include("compliance.urls")),
     path("spc/", include("spc.urls")),
     path("inspection/", include("inspection.urls")),
+    path("risk/", include("risk.urls")),
 ]

@@ -31,7 +31,7 @@ from django.utils import timezone
 from formation.models import CellFeatures
 from genealogy.choices import UnitKind
 from genealogy.models import Measurement, Unit
-from genealogy.queries import iter_trace_backward, trace_backward
+from genealogy.queries import iter_trace_backward, trace_backward, trace_forward
 from inspection.choices import FlagKind
 from inspection.models import CellVisionFlag, InspectionResult
 from qms import events
@@ -643,6 +643,10 @@ def field_return_record(
             row.unit_id == cell.pk for row in iter_trace_backward(pack)
         ):
             raise Refused(f"Cell {cell.serial} is not in pack {pack.serial}.", field="cell_serial")
+        if pack is None:  # the pack the genealogy put the cell in, when there is one
+            packs = trace_forward(cell).by_kind(UnitKind.PACK)
+            if len(packs) == 1:
+                pack = Unit.objects.get(pk=packs[0].unit_id)
         members = [cell.pk]
     else:
         level = ReturnLevel.PACK

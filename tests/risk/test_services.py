@@ -411,6 +411,14 @@ def test_cell_return_labels_the_cell_with_weight_one(thread, quality):
     assert fr.number == "FR-2026-00002"
     assert (fr.level, fr.cell, fr.pack) == (ReturnLevel.CELL, thread.cell(8), first.pack)
     assert list(fr.labels.values_list("unit_id", "weight")) == [(thread.cell(8).pk, 1.0)]
+    # Without the pack, the genealogy gives it.
+    found = services.field_return_record(
+        returned_on=date(2026, 11, 5),
+        failure_mode=FailureMode.SWELLING,
+        cell_serial=thread.cell(9).serial,
+        actor=quality,
+    )
+    assert (found.level, found.cell, found.pack) == (ReturnLevel.CELL, thread.cell(9), first.pack)
 
 
 @pytest.mark.parametrize(
