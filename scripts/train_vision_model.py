@@ -68,6 +68,16 @@ OPSET = 17
 GOLDEN_PER_CLASS = 5
 MAP_LOSS_WEIGHT = 0.25  # the map head is an aid; the class head is what is measured
 GOLDEN_TOLERANCE = 1e-4
+# Optional high-pass input (--highpass). "single": one channel, the scaled residual plus a
+# learnt share of the local level (about 0.87 x the speed of the raw input); "channel": the
+# normalised crop and the scaled residual as two channels (the stem costs twice as much,
+# about 0.7 x the speed).
+HIGHPASS_MODES = ("single", "channel")
+# Noise normalisation of the residual: residual / (mean |residual| + floor) x ref, both in
+# the normalised units ((x / 255 - 0.5) / 0.25); the floor (about 1 grey level) keeps a
+# flat crop from being amplified into noise.
+NOISE_NORM_REF = 0.1
+NOISE_NORM_FLOOR = 0.016
 # Calibration targets, a little inside the product targets (escapes <= 3 %, false alarms
 # <= 1 %) because the validation set is finite and the held-out rendering is harsher.
 TARGET_FALSE_ALARM = 0.005
@@ -76,7 +86,19 @@ PRECISION_MIN_CALLS = 100  # a precision of 0.99 means something from 100 calls 
 REVIEW_KEEP = 0.99
 REVIEW_WRONG = 0.9
 # Seeds are offsets from --seed; the held-out seed is never used to render training data.
-SEED_OFFSETS = {"train": 0, "train_jitter": 1, "val": 2, "val_jitter": 3, "test": 4, "heldout": 5}
+SEED_OFFSETS = {
+    "train": 0,
+    "train_jitter": 1,
+    "val": 2,
+    "val_jitter": 3,
+    "test": 4,
+    "heldout": 5,
+    "val_shifted": 6,
+}
+CALIBRATION_SETS = {
+    "validation": ("validation",),
+    "validation+validation_shifted": ("validation", "validation_shifted"),
+}
 
 
 # --------------------------------------------------------------------------- data
@@ -205,20 +227,34 @@ class SurfaceNet(nn.Module):
         stem=(15, 3),
         mean: float = 0.5,
         std: float = 0.25,
+        highpass: int = 0,
+        noise_norm: bool = False,
+        highpass_mode: str = "single",
     ):
         super().__init__()
         w0, w1, w2, w3, w4 = widths
+        self.highpass = int(highpass)
+        self.noise_norm = bool(noise_norm)
         self.config = {
             "widths": list(widths),
             "stem_kernel": list(stem),
             "along_web_kernels": list(along_web),
             "input_mean": mean,
             "input_std": std,
+            "highpass_px": self.highpass,
+            "noise_norm": self.noise_norm,
+            "highpass_mode": highpass_mode if self.highpass else None,
         }
+        if highpass_mode not in HIGHPASS_MODES:
+            raise ValueError(f"highpass_mode must be one of {HIGHPASS_MODES}")
         self.register_buffer("mean", torch.tensor(float(mean)))
         self.register_buffer("std", torch.tensor(float(std)))
+        c_in = 2 if self.highpass and highpass_mode == "channel" else 1
+        if self.highpass and highpass_mode == "single":
+            # Weight of the local level added to the normalised residual in the one channel.
+            self.level = nn.Parameter(torch.tensor(0.5))
         self.encoder = nn.Sequential(
-            *_conv_bn(1, w0, stem, 2),  # 64 x 64
+            *_conv_bn(c_in, w0, stem, 2),  # 64 x 64
             *([AlongWeb(w0, along_web[0])] if along_web[0] else []),
             *_conv_bn(w0, w1, 3, 2),  # 32 x 32
             *([AlongWeb(w1, along_web[1])] if along_web[1] else []),
@@ -232,8 +268,48 @@ class SurfaceNet(nn.Module):
         )
         self.classifier = nn.Linear(2 * w4, len(CLASSES))
 
-    def logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw grey -> the encoder's input channels (inside the exported graph)."""
         x = (x / 255.0 - self.mean) / self.std
+        if not self.highpass:
+            return x
+        # Local mean over highpass x highpass px: two 1-D average pools at stride 2 (the border
+        # averaged over the pixels that exist), bilinear back to full size. The residual
+        # carries the defect and none of the illumination gradient or substrate level.
+        k = self.highpass
+        local = F.avg_pool2d(x, (k, 1), (2, 1), (k // 2, 0), count_include_pad=False)
+        local = F.avg_pool2d(local, (1, k), (1, 2), (0, k // 2), count_include_pad=False)
+        local = F.interpolate(local, scale_factor=2.0, mode="bilinear", align_corners=False)
+        detail = x - local
+        if self.noise_norm:
+            # Robust per-crop scale (mean absolute residual): the same defect contrast reads
+            # the same under more noise and texture, the way a person adjusts for grain.
+            scale = detail.abs().mean(dim=(2, 3), keepdim=True)
+            detail = detail * (NOISE_NORM_REF / (scale + NOISE_NORM_FLOOR))
+        if self.config["highpass_mode"] == "single":
+            return detail + self.level * local
+        return torch.cat([x, detail], dim=1)
+
+    def normalisation_note(self) -> str:
+        mean, std = self.config["input_mean"], self.config["input_std"]
+        note = f"in graph: z = (x / 255 - {mean}) / {std}"
+        if not self.highpass:
+            return note
+        k = self.highpass
+        note += (
+            f"; r = z - m, m = mean of z over {k} x {k} px (stride-2 average pools, border: "
+            "pixels inside, bilinear back to 128 x 128)"
+        )
+        if self.noise_norm:
+            note += (
+                f"; r scaled by {NOISE_NORM_REF} / (mean |r| over the crop + {NOISE_NORM_FLOOR})"
+            )
+        if self.config["highpass_mode"] == "single":
+            return note + "; one channel: r + level x m, level learnt"
+        return note + "; two channels: z and r"
+
+    def logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.normalise(x)
         features = self.encoder(x)
         deep = self.deep(features)
         pooled = torch.cat([deep.mean(dim=(2, 3)), deep.amax(dim=(2, 3))], dim=1)
@@ -517,6 +593,44 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--train", type=int, default=900, help="training crops per class/substrate")
     ap.add_argument("--val", type=int, default=250, help="validation crops per class/substrate")
     ap.add_argument("--test", type=int, default=200, help="test crops per class/substrate")
+    ap.add_argument(
+        "--val-shifted",
+        type=int,
+        default=200,
+        help="shifted-rendering validation crops per class/substrate (its own seed)",
+    )
+    ap.add_argument(
+        "--calibrate-on",
+        choices=sorted(CALIBRATION_SETS),
+        default="validation",
+        help="the validation sets the thresholds are calibrated on",
+    )
+    ap.add_argument(
+        "--highpass",
+        type=int,
+        default=0,
+        help="local-mean window (px) of the in-graph high-pass input, e.g. 15; 0: raw grey only",
+    )
+    ap.add_argument(
+        "--noise-norm",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="scale the high-pass channel by the crop's mean absolute residual",
+    )
+    ap.add_argument(
+        "--along-web",
+        type=int,
+        nargs=3,
+        default=(0, 9, 5),
+        metavar=("K64", "K32", "K16"),
+        help="length of the along-web block after the 64, 32 and 16 px stages (0: none)",
+    )
+    ap.add_argument(
+        "--highpass-mode",
+        choices=HIGHPASS_MODES,
+        default="single",
+        help="the residual in one input channel with the level, or beside the crop",
+    )
     ap.add_argument("--seed", type=int, default=1000)
     ap.add_argument("--epochs", type=int, default=24)
     ap.add_argument("--batch", type=int, default=64)
@@ -543,7 +657,7 @@ def main(argv=None) -> int:
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(args.threads)
     seeds = {k: args.seed + v for k, v in SEED_OFFSETS.items()}
-    train_seeds = {seeds[k] for k in ("train", "train_jitter", "val", "val_jitter")}
+    train_seeds = {seeds[k] for k in ("train", "train_jitter", "val", "val_jitter", "val_shifted")}
     if seeds["heldout"] in train_seeds:
         raise SystemExit("the held-out seed must differ from every training seed")
 
@@ -556,6 +670,7 @@ def main(argv=None) -> int:
     x_va, _, y_va, _ = mixed_set(
         args.val, args.jitter_fraction, seeds["val"], seeds["val_jitter"], base
     )
+    val_shifted = dataset(args.val_shifted, seed=seeds["val_shifted"], params=shifted)
     log("rendering test (base) and held-out (shifted) sets")
     test = dataset(args.test, seed=seeds["test"], params=base)
     held = dataset(args.test, seed=seeds["heldout"], params=shifted)
@@ -563,10 +678,15 @@ def main(argv=None) -> int:
     for arr in (x_tr, m_tr, y_tr):
         data_hash.update(np.ascontiguousarray(arr).tobytes())
     t_data = time.perf_counter() - t_start
-    sizes = (len(y_tr), len(y_va), len(test.labels), len(held.labels))
-    log("data: train {}, val {}, test {}, held-out {}".format(*sizes))
+    sizes = (len(y_tr), len(y_va), len(val_shifted.labels), len(test.labels), len(held.labels))
+    log("data: train {}, val {}, shifted val {}, test {}, held-out {}".format(*sizes))
 
-    model = SurfaceNet()
+    model = SurfaceNet(
+        along_web=tuple(args.along_web),
+        highpass=args.highpass,
+        noise_norm=args.noise_norm,
+        highpass_mode=args.highpass_mode,
+    )
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {n_params} parameters")
     t_train0 = time.perf_counter()
@@ -590,12 +710,22 @@ def main(argv=None) -> int:
         export_onnx(model, onnx_path)
         session = ort_session(onnx_path, threads=args.threads)
         log("calibrating thresholds on validation")
-        thresholds = calibrate(run_ort(session, x_va)[0], y_va)
+        val_probs = {
+            "validation": (run_ort(session, x_va)[0], y_va),
+            "validation_shifted": (run_ort(session, val_shifted.images)[0], val_shifted.labels),
+        }
+        cal_sets = CALIBRATION_SETS[args.calibrate_on]
+        thresholds = calibrate(
+            np.concatenate([val_probs[k][0] for k in cal_sets]),
+            np.concatenate([val_probs[k][1] for k in cal_sets]),
+        )
         log(f"thresholds {thresholds.set_id}: {thresholds.as_dict()}")
         results = {}
+        for key, (probs, labels) in val_probs.items():
+            results[key] = metrics(probs, labels, thresholds)
         for key, ds in (("in_distribution", test), ("heldout_shifted", held)):
             results[key] = metrics(run_ort(session, ds.images)[0], ds.labels, thresholds)
-            r = results[key]
+        for key, r in results.items():
             log(
                 f"{key}: acc {r['accuracy']} macro F1 {r['macro_f1']} escapes "
                 f"{r['escape_rate']} false alarms {r['false_alarm_rate']}"
@@ -646,7 +776,7 @@ def main(argv=None) -> int:
                 "value_range": [0, 255],
                 "layout": "NCHW, one grey channel, raw 8-bit grey values as float; rows run "
                 "along the machine direction, columns across the web",
-                "normalisation": "in graph: (x / 255 - 0.5) / 0.25",
+                "normalisation": model.normalisation_note(),
             },
             "outputs": {
                 "probs": {"shape": ["N", len(CLASSES)], "dtype": "float32", "note": "softmax"},
@@ -666,7 +796,12 @@ def main(argv=None) -> int:
             "thresholds": thresholds.as_dict(),
             "threshold_set": thresholds.set_id,
             "calibration": {
-                "on": "validation",
+                "on": list(cal_sets),
+                "sets": {
+                    "validation": "seeds val + val_jitter, the training mixture",
+                    "validation_shifted": "seed val_shifted, RenderParams().shifted(); "
+                    "never the held-out seed",
+                },
                 "target_false_alarm_rate": TARGET_FALSE_ALARM,
                 "auto_act_precision": AUTO_ACT_PRECISION,
                 "review_keeps_correct_calls": REVIEW_KEEP,
@@ -675,7 +810,8 @@ def main(argv=None) -> int:
             "architecture": {
                 "kind": "SurfaceNet: five stride-2 convolutions with BatchNorm and ReLU, "
                 "residual depthwise along-web convolutions, defect-map head on the 16 x 16 "
-                "features, average + max pooling, linear class head",
+                "features, average + max pooling, linear class head"
+                + ("; in-graph high-pass input (input.normalisation)" if model.highpass else ""),
                 **model.config,
                 "parameters": n_params,
                 "opset": OPSET,
@@ -691,11 +827,13 @@ def main(argv=None) -> int:
                 "sizes": {
                     "train": len(y_tr),
                     "val": len(y_va),
+                    "validation_shifted": len(val_shifted.labels),
                     "test": len(test.labels),
                     "heldout": len(held.labels),
                     "per_class_and_substrate": {
                         "train": args.train,
                         "val": args.val,
+                        "validation_shifted": args.val_shifted,
                         "test": args.test,
                         "heldout": args.test,
                     },
@@ -718,6 +856,11 @@ def main(argv=None) -> int:
                 },
                 "command": "python scripts/train_vision_model.py "
                 + " ".join(sys.argv[1:] if argv is None else argv),
+                # Every option as resolved, so the run stays reproducible if defaults change.
+                "arguments": {
+                    k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
+                    for k, v in sorted(vars(args).items())
+                },
             },
             "metrics": results,
             "benchmark": {
