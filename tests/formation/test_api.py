@@ -170,9 +170,9 @@ def cabinet_profile(formation_plant):
 
 @pytest.fixture
 def uploader(db):
-    user = UserFactory(username="op-upload", role="operator")
-    user.user_permissions.add(Permission.objects.get(codename="add_cyclerfileimport"))
-    return type(user).objects.get(pk=user.pk)
+    user = UserFactory(username="op-upload", role="operator")  # the role may import files
+    assert user.has_perm("formation.add_cyclerfileimport")
+    return user
 
 
 def upload(api, data: bytes, name: str = "cabinet_tray_T0417.csv", profile="l1-pri cabinet CSV"):
@@ -220,11 +220,12 @@ def test_an_unreadable_upload_is_refused_and_kept(cabinet_profile, uploader):
 
 def test_an_upload_needs_a_known_profile_and_the_permission(cabinet_profile, uploader, reader):
     data = ms.CABINET_FILE.read_bytes()
-    operator = UserFactory(username="op-no-perm", role="operator")
+    # Operators and quality engineers import cycler files; an MRB member does not.
+    mrb = UserFactory(username="mrb-no-perm", role="mrb_member")
 
     unknown = upload(client_for(uploader), data, profile="nope")
     auditor = upload(client_for(reader), data)
-    no_perm = upload(client_for(operator), data)
+    no_perm = upload(client_for(mrb), data)
 
     assert (unknown.status_code, unknown.json()["field"]) == (404, "profile")
     assert (auditor.status_code, no_perm.status_code) == (403, 403)
