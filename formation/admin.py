@@ -1,8 +1,9 @@
 """Admin for formation: cycler import profiles and grading rule sets are edited here with
 history (a rule set is put in force with the list action, through
 :func:`formation.services.grading_rules_activate`); runs, steps, DCIR and aging readings,
-tray loading, features, grades and file imports are view only (written by the ingest and
-the services). The big tables show no full count."""
+tray loading, features, grades, file imports, live channel status and cycler alarm
+episodes are view only (written by the ingest and the services). The big tables show no
+full count."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from .models import (
     AgingReading,
     CellFeatures,
     CellGrade,
+    ChannelStatus,
+    CyclerAlarm,
     CyclerFileImport,
     CyclerImportProfile,
     CyclerRun,
@@ -272,3 +275,56 @@ class CyclerFileImportAdmin(AppendOnlyAdmin):
     list_select_related = ["profile", "imported_by"]
     readonly_fields = [f.name for f in CyclerFileImport._meta.fields]
     date_hierarchy = "imported_at"
+
+
+@admin.register(ChannelStatus)
+class ChannelStatusAdmin(AppendOnlyAdmin):
+    list_display = [
+        "channel_key",
+        "unit",
+        "state",
+        "step_index",
+        "voltage_v",
+        "current_a",
+        "temperature_c",
+        "capacity_ah",
+        "reported_at",
+    ]
+    list_filter = ["state", "equipment"]
+    search_fields = ["channel_key", "unit__serial", "tray"]
+    list_select_related = ["unit"]
+    readonly_fields = [f.name for f in ChannelStatus._meta.fields]
+    show_full_result_count = False
+
+
+class AlarmOpenFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return [("open", "Open"), ("cleared", "Cleared")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("open", "cleared"):
+            return queryset.filter(cleared_at__isnull=self.value() == "open")
+        return queryset
+
+
+@admin.register(CyclerAlarm)
+class CyclerAlarmAdmin(AppendOnlyAdmin):
+    list_display = [
+        "raised_at",
+        "channel_status",
+        "unit",
+        "code",
+        "severity",
+        "text",
+        "temperature_c",
+        "cleared_at",
+    ]
+    list_filter = [AlarmOpenFilter, "severity", "channel_status__equipment"]
+    search_fields = ["code", "text", "unit__serial", "channel_status__channel_key"]
+    list_select_related = ["channel_status", "unit"]
+    readonly_fields = [f.name for f in CyclerAlarm._meta.fields]
+    date_hierarchy = "raised_at"
+    show_full_result_count = False

@@ -6,14 +6,16 @@ Registered in :meth:`formation.apps.FormationConfig.ready` with the payload sche
 * ``formation_step``: steps of one cell's formation run with their samples (the envelope's
   ``unit`` is the cell, ``equipment`` the cabinet or cycler);
 * ``aging_ocv``: OCV/ACIR readings of cells on an aging rack;
-* ``tray_load``: the tray loader's record of which cell sits in which tray position.
+* ``tray_load``: the tray loader's record of which cell sits in which tray position;
+* ``cycler_status``: the live state and active alarms of channels of one cabinet (the
+  envelope's ``equipment``); the cell on a channel is one of the envelope's units.
 
-``formation_step`` and ``aging_ocv`` also have handlers for a run of messages: every
-message is checked as it would be alone (and refused alone, nothing of it written), the
-others are written together in bulk. Every refusal names the envelope field to fix
-(``payload.steps[0].arrays.time_s``, ``payload.run.position``, ``unit``). A cell the plant
-never made is refused with ``unknown_unit``, so the ingest keeps the message and retries it
-for a while (the cell may still be on its way through another worker).
+``formation_step``, ``aging_ocv`` and ``cycler_status`` also have handlers for a run of
+messages: every message is checked as it would be alone (and refused alone, nothing of it
+written), the others are written together in bulk. Every refusal names the envelope field
+to fix (``payload.steps[0].arrays.time_s``, ``payload.run.position``, ``unit``). A cell the
+plant never made is refused with ``unknown_unit``, so the ingest keeps the message and
+retries it for a while (the cell may still be on its way through another worker).
 """
 
 from __future__ import annotations
@@ -305,7 +307,8 @@ def _aging_inputs(env: Envelope, cells: _Cells) -> list[services.AgingInput]:
     return out
 
 
-def _aging_field(field: str | None) -> str:
+def _prefixed_field(field: str | None) -> str:
+    """A service error's field as the envelope field (``payload.`` before payload paths)."""
     if not field:
         return "payload"
     return field if field in _ENVELOPE_FIELDS else f"payload.{field}"
@@ -332,7 +335,7 @@ def handle_aging_ocvs(items: Sequence[tuple[Envelope, HandlerContext]]) -> list:
         results = services.aging_readings_record_many(batches=batches, actor=items[0][1].actor)
         for k, result in zip(owners, results, strict=True):
             if isinstance(result, DomainError):
-                errors[k] = _relabel(result, _aging_field(result.field))
+                errors[k] = _relabel(result, _prefixed_field(result.field))
     return errors
 
 
@@ -388,14 +391,128 @@ def handle_tray_load(env: Envelope, ctx: HandlerContext) -> None:
         raise _relabel(exc, field_of(exc.field)) from exc
 
 
+# --- cycler_status -------------------------------------------------------------------------------
+
+
+def _unit_field(env: Envelope, k: int) -> str:
+    return "unit" if env.unit else f"units[{k}]"
+
+
+def _status_input(env: Envelope, cells: _Cells) -> services.StatusInput:
+    """The status an envelope reports. A channel names its cell in ``unit``; a message of
+    one channel may name it in the envelope's ``unit`` instead. Every cell named on a
+    channel is one of the envelope's units, and every one of those is on a channel."""
+    if env.equipment is None:
+        raise InvalidInput(
+            "A cycler_status message names its cabinet or cycler in 'equipment'.",
+            field="equipment",
+        )
+    payload = env.payload
+    listed: dict[str, int] = {}
+    for k, serial in enumerate(env.serials):
+        try:
+            listed.setdefault(normalise_lookup(serial), k)
+        except DomainError as exc:
+            raise _relabel(exc, _unit_field(env, k)) from exc
+    given = payload["channels"]
+    on_channels: set[str] = set()
+    channels = []
+    for i, ch in enumerate(given):
+        where = f"payload.channels[{i}]"
+        serial, field = ch.get("unit"), f"{where}.unit"
+        if serial is None and env.unit and len(given) == 1:
+            serial, field = env.unit, "unit"
+        unit = None
+        if serial is not None:
+            try:
+                key = normalise_lookup(serial)
+            except DomainError as exc:
+                raise _relabel(exc, field) from exc
+            if listed and key not in listed:
+                raise InvalidInput(f"{serial} is not among the message's units.", field=field)
+            on_channels.add(key)
+            unit = cells.cell(serial, field=field)
+        channels.append(
+            services.ChannelInput(
+                channel=str(ch["channel"]),
+                state=ch["state"],
+                voltage_v=ch["voltage_v"],
+                current_a=ch["current_a"],
+                unit=unit,
+                tray=ch.get("tray", ""),
+                position=ch.get("position", ""),
+                step_index=ch.get("step_index"),
+                step_elapsed_s=ch.get("step_elapsed_s"),
+                temperature_c=ch.get("temperature_c"),
+                capacity_ah=ch.get("capacity_ah"),
+                alarms=[
+                    services.AlarmInput(a["code"], a["severity"], a.get("text", ""))
+                    for a in ch.get("alarms", ())
+                ],
+            )
+        )
+    for key, k in listed.items():
+        if key not in on_channels:
+            raise InvalidInput(
+                f"{env.serials[k]} is on none of the reported channels.",
+                field=_unit_field(env, k),
+            )
+    reported_at = (
+        parse_datetime(payload["reported_at"], field="payload.reported_at")
+        if "reported_at" in payload
+        else env.sent_at
+    )
+    return services.StatusInput(
+        equipment=env.equipment,
+        reported_at=reported_at,
+        channels=channels,
+        sign_convention=payload["sign_convention"],
+        source_message_id=env.message_id,
+    )
+
+
+def handle_cycler_statuses(items: Sequence[tuple[Envelope, HandlerContext]]) -> list:
+    """A run of ``cycler_status`` messages: each checked alone, all written together."""
+    cells = _Cells(
+        serial
+        for env, _ in items
+        for serial in [*env.serials, *(ch.get("unit", "") for ch in env.payload["channels"])]
+        if serial
+    )
+    errors: list[Exception | None] = [None] * len(items)
+    inputs, owners = [], []
+    for k, (env, _ctx) in enumerate(items):
+        try:
+            inputs.append(_status_input(env, cells))
+        except (DomainError, EnvelopeError) as exc:
+            errors[k] = exc
+            continue
+        owners.append(k)
+    if inputs:
+        results = services.channel_statuses_record(statuses=inputs, actor=items[0][1].actor)
+        for k, result in zip(owners, results, strict=True):
+            if isinstance(result, DomainError):
+                errors[k] = _relabel(result, _prefixed_field(result.field))
+    return errors
+
+
+def handle_cycler_status(env: Envelope, ctx: HandlerContext) -> None:
+    """The live state and active alarms of channels of one cabinet."""
+    (error,) = handle_cycler_statuses([(env, ctx)])
+    if error is not None:
+        raise error
+
+
 #: Kinds that also have a handler for a run of messages at once (see qms.ingest.registry).
 BATCH_HANDLERS: dict[str, Callable[[Sequence[tuple[Envelope, HandlerContext]]], list]] = {
     "formation_step": handle_formation_steps,
     "aging_ocv": handle_aging_ocvs,
+    "cycler_status": handle_cycler_statuses,
 }
 
 HANDLERS: dict[str, Callable[[Envelope, HandlerContext], None]] = {
     "formation_step": handle_formation_step,
     "aging_ocv": handle_aging_ocv,
     "tray_load": handle_tray_load,
+    "cycler_status": handle_cycler_status,
 }

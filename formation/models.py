@@ -1,11 +1,13 @@
 """Formation and aging records: cycler runs, step results, curves, DCIR, aging readings,
-per-cell features, grading rules and grades, tray loading, and cycler file imports.
+per-cell features, grading rules and grades, tray loading, cycler file imports, and the
+live state of cycler channels with their alarm episodes.
 
 Scale: a 20 GWh plant of 21700 cells makes about 3 million cells a day, so about 45 million
 step results and 45 million aging readings a day. Raw records are append-only and written in
 bulk (``COPY`` on PostgreSQL); a curve is never one row per sample but one compressed blob
 per cell and step in file storage (``MEDIA_ROOT`` through Django's storage), with a
-fixed-size resampled copy in the database for charts.
+fixed-size resampled copy in the database for charts. Live channel status is one row per
+channel, overwritten in place; only alarm episodes add rows.
 
 Dependency direction: formation reads genealogy (cells, their coils) and qms (stations,
 equipment, lines); it never imports risk or compliance. Grading failures are published as
@@ -44,6 +46,8 @@ __all__ = [
     "CellGrade",
     "CyclerImportProfile",
     "CyclerFileImport",
+    "ChannelStatus",
+    "CyclerAlarm",
 ]
 
 
@@ -574,3 +578,152 @@ class CyclerFileImport(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.sha256[:12]})"
+
+
+# --- live channel status and alarms ------------------------------------------------------------
+
+
+class ChannelState(models.TextChoices):
+    """What a cycler channel is doing as it reports it live (envelope kind
+    ``cycler_status``)."""
+
+    IDLE = "idle", "Idle"
+    CC_CHARGE = "cc_charge", "CC charge"
+    CV_CHARGE = "cv_charge", "CV charge"
+    DISCHARGE = "discharge", "Discharge"
+    REST = "rest", "Rest"
+    PULSE = "pulse", "Pulse (DCIR)"
+    PAUSED = "paused", "Paused"
+    FAULT = "fault", "Fault"
+    COMPLETE = "complete", "Protocol complete"
+
+
+class AlarmSeverity(models.TextChoices):
+    """How bad a cycler alarm is, as the cycler rates it. ``critical`` alarms
+    (over-temperature, voltage out of window, contact fault) are published as
+    :class:`formation.events.CyclerAlarmRaised`."""
+
+    INFO = "info", "Info"
+    WARNING = "warning", "Warning"
+    CRITICAL = "critical", "Critical"
+
+
+class ChannelStatus(models.Model):
+    """The latest live state of one channel of a formation cabinet or cycler: one row per
+    (equipment, channel), overwritten in place as ``cycler_status`` messages stream in; a
+    status older than the stored one (``reported_at``) changes nothing.
+
+    Holds the cell on the channel (when one is loaded) with its tray and position, the
+    channel's state, protocol step index and time in the step (s), voltage (V), current (A,
+    + charging whatever the cycler's sign convention), temperature (°C) and the step's
+    capacity so far (Ah). The active alarms are the channel's open :class:`CyclerAlarm`
+    episodes. Runtime status, not a record: no history, never deleted; the samples of a
+    step are stored with the step (``formation_step``), never here.
+    """
+
+    equipment = models.ForeignKey(
+        Equipment, on_delete=models.PROTECT, related_name="+", help_text="Formation cabinet."
+    )
+    channel = models.CharField(max_length=64, help_text="Channel as the cabinet names it.")
+    channel_key = models.CharField(
+        max_length=100, help_text="Equipment code and channel, as runs and features name it."
+    )
+    tray = models.CharField(max_length=32, blank=True)
+    position = models.CharField(max_length=16, blank=True, help_text="Position in the tray.")
+    unit = models.ForeignKey(
+        Unit,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The cell on the channel; empty when none is loaded.",
+    )
+    state = models.CharField(max_length=16, choices=ChannelState.choices)
+    step_index = models.IntegerField(null=True, blank=True, help_text="Protocol step number.")
+    step_elapsed_s = models.FloatField(null=True, blank=True, help_text="Time in the step (s).")
+    voltage_v = models.FloatField(verbose_name="voltage (V)")
+    current_a = models.FloatField(verbose_name="current (A)", help_text="+ when charging.")
+    temperature_c = models.FloatField(null=True, blank=True, verbose_name="temperature (°C)")
+    capacity_ah = models.FloatField(
+        null=True, blank=True, verbose_name="capacity (Ah)", help_text="Moved in the step so far."
+    )
+    reported_at = models.DateTimeField(help_text="When the cabinet took this status.")
+    updated_at = models.DateTimeField(help_text="When it was stored.")
+    source_message_id = models.CharField(max_length=128, blank=True)
+
+    class Meta:
+        verbose_name = "channel status"
+        verbose_name_plural = "channel statuses"
+        ordering = ["equipment", "channel"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["equipment", "channel"], name="channelstatus_one_per_channel"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["state", "equipment"], name="channelstatus_state_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel_key} {self.state}"
+
+
+class CyclerAlarm(models.Model):
+    """One alarm episode on a cycler channel: raised when a ``cycler_status`` first reports
+    the code on the channel (``raised_at`` is that status's time), cleared (``cleared_at``)
+    by the first later status that no longer reports it. A code reported again with another
+    severity, or with another cell on the channel, closes the episode and opens a new one.
+
+    Keeps the cell on the channel, the code, severity and text as the cycler gave them, and
+    the channel's state, step index, voltage (V) and temperature (°C) when it was raised.
+    Rows are only added, and closed once; one open episode per channel and code.
+    """
+
+    channel_status = models.ForeignKey(
+        ChannelStatus, on_delete=models.PROTECT, related_name="alarms"
+    )
+    unit = models.ForeignKey(
+        Unit,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="cycler_alarms",
+        help_text="The cell on the channel when the alarm was raised.",
+    )
+    code = models.CharField(max_length=32, help_text="The cycler's alarm code, e.g. 'OT-CELL'.")
+    severity = models.CharField(max_length=8, choices=AlarmSeverity.choices)
+    text = models.CharField(max_length=200, blank=True)
+    state = models.CharField(
+        max_length=16, choices=ChannelState.choices, help_text="Channel state when raised."
+    )
+    step_index = models.IntegerField(null=True, blank=True)
+    voltage_v = models.FloatField(verbose_name="voltage when raised (V)")
+    temperature_c = models.FloatField(
+        null=True, blank=True, verbose_name="temperature when raised (°C)"
+    )
+    raised_at = models.DateTimeField()
+    cleared_at = models.DateTimeField(null=True, blank=True)
+    raised_message_id = models.CharField(max_length=128, blank=True)
+    cleared_message_id = models.CharField(max_length=128, blank=True)
+
+    class Meta:
+        ordering = ["-raised_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["channel_status", "code"],
+                condition=Q(cleared_at__isnull=True),
+                name="cycleralarm_one_open_per_code",
+            ),
+            models.CheckConstraint(
+                condition=Q(cleared_at__isnull=True) | Q(cleared_at__gte=F("raised_at")),
+                name="cycleralarm_clears_after_raise",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["unit", "raised_at"], name="cycleralarm_unit_idx"),
+            models.Index(fields=["severity", "raised_at"], name="cycleralarm_severity_idx"),
+            models.Index(fields=["channel_status", "raised_at"], name="cycleralarm_channel_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.code} ({self.severity}) on channel status {self.channel_status_id}"

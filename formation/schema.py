@@ -15,11 +15,18 @@ names its cell (``unit``, or the envelope's ``unit``).
 
 ``tray_load``: the tray loader's record of which cell went into which tray position (the
 envelope's ``units``, position by position in ``positions``). Runs are checked against it.
+
+``cycler_status``: the live state of one or more channels of one cabinet (the envelope's
+``equipment``) at ``reported_at``: per channel its state, step, voltage, current (signed as
+``sign_convention`` says, stored + when charging), temperature, capacity so far, the cell on
+it (``unit``, one of the envelope's units) and its active alarms. Ranges and units are
+checked by :func:`formation.services.channel_statuses_record`, which names the field.
 """
 
 from __future__ import annotations
 
 from .choices import STEP_TYPE_ALIASES, SignConvention, SourceFormat, StepType
+from .models import AlarmSeverity, ChannelState
 
 #: Samples one step may carry (a 14 h CC charge sampled every second is 50,400).
 MAX_SAMPLES = 500_000
@@ -28,6 +35,10 @@ MAX_STEPS = 200
 #: Largest packed curve accepted, base64 (a whole cell packs into about 60 kB).
 MAX_CURVE_B64_CHARS = 16 * 1024 * 1024
 MAX_READINGS = 10_000
+#: Channels one cycler_status message may carry (a cabinet of 8 trays of 64 cells is 512).
+MAX_STATUS_CHANNELS = 2048
+#: Alarms one channel may report at once.
+MAX_CHANNEL_ALARMS = 32
 
 ARRAY_NAMES = ("time_s", "voltage_v", "current_a", "capacity_ah", "temperature_c")
 REQUIRED_ARRAYS = ("time_s", "voltage_v", "current_a", "capacity_ah")
@@ -154,6 +165,78 @@ TRAY_LOAD_SCHEMA = {
             "maxItems": 10_000,
             "items": {"type": "string", "minLength": 1, "maxLength": 16},
             "description": "The tray position of each of the envelope's units, in order.",
+        },
+    },
+}
+
+CHANNEL_STATUS_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["channel", "state", "voltage_v", "current_a"],
+    "properties": {
+        "channel": {
+            "anyOf": [
+                {"type": "string", "minLength": 1, "maxLength": 64},
+                {"type": "integer", "minimum": 0},
+            ],
+            "description": "The channel as the cabinet names it ('b1/p03') or its number.",
+        },
+        "tray": {"type": "string", "maxLength": 32},
+        "position": {"type": "string", "maxLength": 16},
+        "unit": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 200,
+            "description": "Serial of the cell on the channel; left out when none is loaded.",
+        },
+        "state": {"enum": list(ChannelState.values)},
+        "step_index": {"type": ["integer", "null"], "minimum": 0},
+        "step_elapsed_s": {"type": ["number", "null"], "minimum": 0},
+        "voltage_v": _number,
+        "current_a": _number,
+        "temperature_c": _nullable_number,
+        "capacity_ah": _nullable_number,
+        "alarms": {
+            "type": "array",
+            "maxItems": MAX_CHANNEL_ALARMS,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["code", "severity"],
+                "properties": {
+                    "code": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 32,
+                        "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:/-]*$",
+                    },
+                    "severity": {"enum": list(AlarmSeverity.values)},
+                    "text": {"type": "string", "maxLength": 200},
+                },
+            },
+            "description": "The alarms active on the channel now (empty: none).",
+        },
+    },
+}
+
+CYCLER_STATUS_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["sign_convention", "channels"],
+    "properties": {
+        "reported_at": {
+            **_when,
+            "description": "When the cabinet took the status (default: the envelope's sent_at).",
+        },
+        "sign_convention": {
+            "enum": [SignConvention.CHARGE_POSITIVE.value, SignConvention.DISCHARGE_POSITIVE.value],
+            "description": "How current_a is signed in this payload.",
+        },
+        "channels": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_STATUS_CHANNELS,
+            "items": CHANNEL_STATUS_SCHEMA,
         },
     },
 }

@@ -13,6 +13,11 @@ results, curves and DCIR, aging readings, per-cell features, grading rule sets a
 * :func:`cells_grade` grades cells with their line's active rule set: the K screen first,
   then bins. What happens next: :class:`formation.events.FormationGraded` after commit
   (compliance holds the failures).
+* :func:`channel_statuses_record` keeps the latest live state of each cycler channel (one
+  row per channel, overwritten; an older status changes nothing) and its alarm episodes
+  (raised when a code first appears, cleared when a later status no longer reports it).
+  What happens next: :class:`formation.events.CyclerAlarmRaised` after commit for every
+  critical alarm raised.
 
 Service errors name the field of the input concerned with the same path the envelope
 payload has (``steps[2].arrays.time_s``, ``run.position``), so the ingest handlers only add
@@ -33,7 +38,7 @@ import numpy as np
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -57,11 +62,15 @@ from .choices import (
     step_type_normalise,
 )
 from .cyclers.readers import CURRENT_LIMIT_A, TEMPERATURE_RANGE_C, VOLTAGE_RANGE_V
-from .events import FormationGraded, FormationRunsRecorded
+from .events import CyclerAlarmRaised, FormationGraded, FormationRunsRecorded
 from .models import (
     AgingReading,
+    AlarmSeverity,
     CellFeatures,
     CellGrade,
+    ChannelState,
+    ChannelStatus,
+    CyclerAlarm,
     CyclerRun,
     DcirReading,
     GradingRuleSet,
@@ -1706,3 +1715,472 @@ def cell_lookup(serial: str) -> Unit:
     if unit is None:
         raise NotFound(f"No cell {serial!r}.", field="unit")
     return unit
+
+
+# --- live channel status and alarms ------------------------------------------------------------
+
+#: Above this a step's capacity so far is a unit error (mAh sent as Ah): a whole 628 Ah cell
+#: three times over stays below it.
+CAPACITY_LIMIT_AH = 2000.0
+#: Channel states whose current is a charge: + once normalised.
+_CHARGE_STATES = frozenset({ChannelState.CC_CHARGE, ChannelState.CV_CHARGE})
+#: Stored channels looked up per query (SQLite's bound-parameter limit).
+_CHANNEL_CHUNK = 900
+_STATUS_FIELDS = (
+    "unit",
+    "tray",
+    "position",
+    "state",
+    "step_index",
+    "step_elapsed_s",
+    "voltage_v",
+    "current_a",
+    "temperature_c",
+    "capacity_ah",
+    "reported_at",
+    "updated_at",
+    "source_message_id",
+)
+
+
+@dataclass(frozen=True)
+class AlarmInput:
+    """An alarm active on a channel: the cycler's code, severity (``info``, ``warning``,
+    ``critical``) and text."""
+
+    code: str
+    severity: str
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class ChannelInput:
+    """One channel's live state as the cabinet reports it: volts, amperes (signed as the
+    status's ``sign_convention`` says), °C, the step's Ah so far, seconds in the step, and
+    the alarms active now. ``unit`` is the cell on the channel, None when none is loaded."""
+
+    channel: str
+    state: str
+    voltage_v: float
+    current_a: float
+    unit: Unit | None = None
+    tray: str = ""
+    position: str = ""
+    step_index: int | None = None
+    step_elapsed_s: float | None = None
+    temperature_c: float | None = None
+    capacity_ah: float | None = None
+    alarms: Sequence[AlarmInput] = ()
+
+
+@dataclass(frozen=True)
+class StatusInput:
+    """The state of some channels of one cabinet (``equipment``) at ``reported_at``."""
+
+    equipment: Equipment
+    reported_at: datetime
+    channels: Sequence[ChannelInput]
+    sign_convention: str = SignConvention.CHARGE_POSITIVE
+    source_message_id: str = ""
+
+
+@dataclass
+class StatusRecorded:
+    """What one status changed: the channels it updated (the rows as stored at the end of
+    the call), how many channels had a status as new or newer stored already (``stale``:
+    left as they were), and the alarm episodes it raised and cleared."""
+
+    updated: list[ChannelStatus] = field(default_factory=list)
+    stale: int = 0
+    raised: list[CyclerAlarm] = field(default_factory=list)
+    cleared: list[CyclerAlarm] = field(default_factory=list)
+
+
+@dataclass
+class _ChannelChecked:
+    input: ChannelInput
+    channel: str
+    state: ChannelState
+    current_a: float
+    alarms: dict[str, AlarmInput]
+
+
+#: A live channel status is a safety signal: a cell in thermal runaway reads hundreds of
+#: degrees, and that reading must be stored and alarmed, never refused as a unit mix-up
+#: (the file readers' -40..150 °C is for formation records). Thermocouples read to 1,200.
+LIVE_TEMPERATURE_RANGE_C = (-40.0, 1200.0)
+#: At or above this, a status without a critical alarm of the cycler's own gets one from
+#: Celltrace (code ``OVER_TEMPERATURE_CODE``): formation runs at 25-45 °C, and a cell
+#: past 80 °C is venting or about to.
+OVER_TEMPERATURE_C = 80.0
+OVER_TEMPERATURE_CODE = "QMS-OVERTEMP"
+
+
+def _in_range(
+    value: float | None, bounds: tuple[float, float], unit: str, hint: str, where: str
+) -> float:
+    """``value`` as a float, or refused naming ``where``: not finite, or outside ``bounds``
+    (code ``unit``: the usual cause is a unit mix-up, which ``hint`` names)."""
+    lo, hi = bounds
+    number = _finite(value)
+    if number is None:
+        raise InvalidInput(f"{value!r} is not a measured value.", field=where)
+    if not lo <= number <= hi:
+        raise InvalidInput(
+            f"{number:g} {unit} is outside {lo:g}..{hi:g} {unit}: {hint}", field=where, code="unit"
+        )
+    return number
+
+
+def _channel_check(ch: ChannelInput, where: str, flip: float, sign: str) -> _ChannelChecked:
+    name = str(ch.channel).strip()
+    if not name or len(name) > 64:
+        raise InvalidInput("A channel is named in 1 to 64 characters.", field=f"{where}.channel")
+    try:
+        state = ChannelState(ch.state)
+    except ValueError:
+        raise InvalidInput(
+            f"Unknown channel state {ch.state!r}; one of {', '.join(ChannelState.values)}.",
+            field=f"{where}.state",
+        ) from None
+    if ch.unit is not None and ch.unit.kind != UnitKind.CELL:
+        raise InvalidInput(
+            f"{ch.unit.serial} is a {ch.unit.get_kind_display().lower()}, not a cell.",
+            field=f"{where}.unit",
+        )
+    _in_range(ch.voltage_v, VOLTAGE_RANGE_V, "V", "millivolts sent as volts?", f"{where}.voltage_v")
+    current = flip * _in_range(
+        ch.current_a,
+        (-CURRENT_LIMIT_A, CURRENT_LIMIT_A),
+        "A",
+        "milliamperes sent as amperes?",
+        f"{where}.current_a",
+    )
+    temperature = None
+    if ch.temperature_c is not None:
+        hint = "kelvin sent as °C?"
+        temperature = _in_range(
+            ch.temperature_c, LIVE_TEMPERATURE_RANGE_C, "°C", hint, f"{where}.temperature_c"
+        )
+    if ch.capacity_ah is not None:
+        _in_range(
+            ch.capacity_ah,
+            (0.0, CAPACITY_LIMIT_AH),
+            "Ah",
+            "the step's capacity counts from 0 in ampere-hours (milliampere-hours sent?)",
+            f"{where}.capacity_ah",
+        )
+    if ch.step_elapsed_s is not None:
+        elapsed = _finite(ch.step_elapsed_s)
+        if elapsed is None or elapsed < 0:
+            raise InvalidInput(
+                f"{ch.step_elapsed_s!r} s is not a time in the step.",
+                field=f"{where}.step_elapsed_s",
+            )
+    if ch.step_index is not None and ch.step_index < 0:
+        raise InvalidInput("Step indexes are not negative.", field=f"{where}.step_index")
+    wrong = (state in _CHARGE_STATES and current < -SIGN_CHECK_A) or (
+        state == ChannelState.DISCHARGE and current > SIGN_CHECK_A
+    )
+    if wrong:
+        raise InvalidInput(
+            f"Channel {name} is in {state.label.lower()} but its current, signed as {sign}, "
+            f"is {current:+.4g} A once normalised (a charge is +): the sign convention does "
+            "not match the data.",
+            field="sign_convention",
+            code="sign",
+        )
+    alarms: dict[str, AlarmInput] = {}
+    for j, alarm in enumerate(ch.alarms):
+        code = alarm.code.strip()
+        if not code or len(code) > 32:
+            raise InvalidInput(
+                "An alarm code has 1 to 32 characters.", field=f"{where}.alarms[{j}].code"
+            )
+        if code in alarms:
+            raise InvalidInput(
+                f"Alarm {code} is given twice on channel {name}.",
+                field=f"{where}.alarms[{j}].code",
+            )
+        if alarm.severity not in AlarmSeverity.values:
+            raise InvalidInput(
+                f"Unknown alarm severity {alarm.severity!r}; one of "
+                f"{', '.join(AlarmSeverity.values)}.",
+                field=f"{where}.alarms[{j}].severity",
+            )
+        alarms[code] = AlarmInput(code, alarm.severity, (alarm.text or "").strip()[:200])
+    if (
+        temperature is not None
+        and temperature >= OVER_TEMPERATURE_C
+        and not any(a.severity == AlarmSeverity.CRITICAL for a in alarms.values())
+    ):
+        # The cycler's own limit did not trip (or it reports no alarms): the plant's does.
+        alarms[OVER_TEMPERATURE_CODE] = AlarmInput(
+            OVER_TEMPERATURE_CODE,
+            AlarmSeverity.CRITICAL,
+            f"Cell temperature {temperature:.1f} °C at or above Celltrace's "
+            f"{OVER_TEMPERATURE_C:g} °C limit; the cycler reported no critical alarm",
+        )
+    return _ChannelChecked(input=ch, channel=name, state=state, current_a=current, alarms=alarms)
+
+
+def _status_check(status: StatusInput, now: datetime) -> list[_ChannelChecked]:
+    """Check one status message completely without the database."""
+    sign = status.sign_convention
+    if sign not in (SignConvention.CHARGE_POSITIVE, SignConvention.DISCHARGE_POSITIVE):
+        raise InvalidInput(
+            f"Currents are signed charge_positive or discharge_positive, not {sign!r}.",
+            field="sign_convention",
+        )
+    if status.reported_at > now + CLOCK_SKEW:
+        raise InvalidInput(f"{_iso(status.reported_at)} is in the future.", field="reported_at")
+    if not status.channels:
+        raise InvalidInput("A status reports at least one channel.", field="channels")
+    flip = -1.0 if sign == SignConvention.DISCHARGE_POSITIVE else 1.0
+    out: list[_ChannelChecked] = []
+    channel_at: dict[str, int] = {}
+    unit_at: dict[int, int] = {}
+    for i, ch in enumerate(status.channels):
+        where = f"channels[{i}]"
+        checked = _channel_check(ch, where, flip, sign)
+        if checked.channel in channel_at:
+            raise InvalidInput(
+                f"Channel {checked.channel} is given twice (also channels"
+                f"[{channel_at[checked.channel]}]).",
+                field=f"{where}.channel",
+            )
+        channel_at[checked.channel] = i
+        if ch.unit is not None:
+            if ch.unit.pk in unit_at:
+                raise InvalidInput(
+                    f"{ch.unit.serial} is on channels[{unit_at[ch.unit.pk]}] too: a cell is on "
+                    "one channel.",
+                    field=f"{where}.unit",
+                )
+            unit_at[ch.unit.pk] = i
+        out.append(checked)
+    return out
+
+
+def _channels_locked(wanted: set[tuple[int, str]]) -> dict[tuple[int, str], ChannelStatus]:
+    """The stored status rows of ``(equipment id, channel)``, locked until the transaction
+    ends (PostgreSQL), in id order so that two workers lock in the same order."""
+    found: dict[tuple[int, str], ChannelStatus] = {}
+    by_equipment: dict[int, set[str]] = defaultdict(set)
+    for equipment_id, channel in wanted:
+        by_equipment[equipment_id].add(channel)
+    for equipment_id, channels in sorted(by_equipment.items()):
+        names = sorted(channels)
+        for i in range(0, len(names), _CHANNEL_CHUNK):
+            rows = (
+                ChannelStatus.objects.select_for_update()
+                .filter(equipment_id=equipment_id, channel__in=names[i : i + _CHANNEL_CHUNK])
+                .only("equipment_id", "channel", "channel_key", "reported_at")  # the rest is set
+                .order_by("pk")
+            )
+            for row in rows:
+                found[(row.equipment_id, row.channel)] = row
+    return found
+
+
+def _alarms_open(status_ids: list[int]) -> dict[int, dict[str, CyclerAlarm]]:
+    out: dict[int, dict[str, CyclerAlarm]] = defaultdict(dict)
+    for i in range(0, len(status_ids), _CHANNEL_CHUNK):
+        for alarm in CyclerAlarm.objects.filter(
+            channel_status_id__in=status_ids[i : i + _CHANNEL_CHUNK], cleared_at__isnull=True
+        ).order_by():
+            out[alarm.channel_status_id][alarm.code] = alarm
+    return out
+
+
+def _statuses_update(rows: Sequence[ChannelStatus]) -> None:
+    """Write the status fields of stored rows in one statement: on PostgreSQL an
+    ``UPDATE ... FROM unnest(<one array per column>)``, elsewhere one prepared statement
+    executed per row (``bulk_update``'s ``CASE`` per row and field grows with the square of
+    the batch)."""
+    if not rows:
+        return
+    opts = ChannelStatus._meta
+    qn = connection.ops.quote_name
+    fields = [opts.get_field(name) for name in _STATUS_FIELDS]
+    pk = opts.pk
+    table = qn(opts.db_table)
+    with connection.cursor() as cursor:
+        if connection.vendor != "postgresql":
+            # A batch shares a few distinct times: each is adapted for the database once.
+            adapted: dict[tuple[str, datetime], object] = {}
+
+            def prep(f, value):
+                if not isinstance(value, datetime):
+                    return value  # str, float, int or None: as the column takes it
+                key = (f.attname, value)
+                if key not in adapted:
+                    adapted[key] = f.get_db_prep_save(value, connection)
+                return adapted[key]
+
+            sets = ", ".join(f"{qn(f.column)} = %s" for f in fields)
+            cursor.executemany(
+                f"UPDATE {table} SET {sets} WHERE {qn(pk.column)} = %s",  # noqa: S608 (names from model metadata; values bound)
+                [[prep(f, getattr(r, f.attname)) for f in fields] + [r.pk] for r in rows],
+            )
+            return
+        columns = [pk, *fields]
+        arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in columns)
+        names = ", ".join(qn(f.column) for f in columns)
+        sets = ", ".join(f"{qn(f.column)} = v.{qn(f.column)}" for f in fields)
+        cursor.execute(
+            f"UPDATE {table} AS t SET {sets} FROM unnest({arrays}) AS v ({names}) "  # noqa: S608 (names from model metadata; values bound)
+            f"WHERE t.{qn(pk.column)} = v.{qn(pk.column)}",
+            [[getattr(r, f.attname) for r in rows] for f in columns],
+        )
+
+
+@transaction.atomic
+def channel_statuses_record(
+    *, statuses: Sequence[StatusInput], actor: Actor | None = None
+) -> list[StatusRecorded | DomainError]:
+    """Record the live state of cycler channels from several status messages at once: one
+    result per message, in order, :class:`StatusRecorded` or the :class:`DomainError` that
+    refused it (a refused message changes nothing; every message is checked before anything
+    is written).
+
+    Per channel (equipment and channel name) the stored row is overwritten by a status
+    taken later than the stored one; a status as old or older changes nothing (MQTT may
+    deliver out of order). Messages are applied in the order given, as one by one. An
+    alarm code a channel reports opens an episode unless one is open with the same
+    severity and cell; an open episode the channel no longer reports (or reports with
+    another severity, or with another cell on the channel) is cleared at the status's time.
+
+    Written in bulk: new channels inserted, changed ones updated together
+    (:func:`_statuses_update`), episodes cleared per status time, new ones inserted. Stored
+    channels are locked while the batch is applied, so two workers apply a channel's
+    statuses one after the other. Publishes :class:`CyclerAlarmRaised` after commit for
+    every critical episode raised.
+    """
+    now = timezone.now()
+    results: list[StatusRecorded | DomainError | None] = [None] * len(statuses)
+    checked: dict[int, list[_ChannelChecked]] = {}
+    for k, status in enumerate(statuses):
+        try:
+            checked[k] = _status_check(status, now)
+        except DomainError as exc:
+            results[k] = exc
+    wanted = {
+        (statuses[k].equipment.pk, ch.channel) for k, channels in checked.items() for ch in channels
+    }
+    rows = _channels_locked(wanted)
+    opened = _alarms_open(sorted(row.pk for row in rows.values()))
+    open_of: dict[tuple[int, str], dict[str, CyclerAlarm]] = {
+        key: dict(opened.get(row.pk, {})) for key, row in rows.items()
+    }
+    created: dict[tuple[int, str], ChannelStatus] = {}
+    changed: dict[tuple[int, str], ChannelStatus] = {}
+    new_alarms: list[CyclerAlarm] = []
+    clears: dict[tuple[datetime, str], list[CyclerAlarm]] = defaultdict(list)
+    for k, channels in checked.items():
+        status = statuses[k]
+        equipment, at = status.equipment, status.reported_at
+        message_id = status.source_message_id[:128]
+        done = StatusRecorded()
+        for ch in channels:
+            key = (equipment.pk, ch.channel)
+            row = rows.get(key)
+            if row is not None and row.reported_at >= at:
+                done.stale += 1
+                continue
+            if row is None:
+                row = ChannelStatus(
+                    equipment=equipment,
+                    channel=ch.channel,
+                    channel_key=f"{equipment.code}:{ch.channel}"[:100],
+                )
+                rows[key] = created[key] = row
+            elif row.pk is not None:
+                changed[key] = row
+            given = ch.input
+            unit_id = given.unit.pk if given.unit is not None else None
+            episodes = open_of.setdefault(key, {})
+            for code, alarm in list(episodes.items()):
+                still = ch.alarms.get(code)
+                if still is None or still.severity != alarm.severity or unit_id != alarm.unit_id:
+                    alarm.cleared_at, alarm.cleared_message_id = at, message_id
+                    if alarm.pk is not None:
+                        clears[(at, message_id)].append(alarm)
+                    done.cleared.append(alarm)
+                    del episodes[code]
+            for code, reported in ch.alarms.items():
+                if code in episodes:
+                    continue
+                alarm = CyclerAlarm(
+                    channel_status=row,
+                    unit=given.unit,
+                    code=code,
+                    severity=reported.severity,
+                    text=reported.text,
+                    state=ch.state.value,
+                    step_index=given.step_index,
+                    voltage_v=float(given.voltage_v),
+                    temperature_c=_finite(given.temperature_c),
+                    raised_at=at,
+                    raised_message_id=message_id,
+                )
+                episodes[code] = alarm
+                new_alarms.append(alarm)
+                done.raised.append(alarm)
+            row.unit = given.unit
+            row.tray = (given.tray or "").strip()[:32]
+            row.position = (given.position or "").strip()[:16]
+            row.state = ch.state.value
+            row.step_index = given.step_index
+            row.step_elapsed_s = _finite(given.step_elapsed_s)
+            row.voltage_v = float(given.voltage_v)
+            row.current_a = ch.current_a
+            row.temperature_c = _finite(given.temperature_c)
+            row.capacity_ah = _finite(given.capacity_ah)
+            row.reported_at = at
+            row.updated_at = now
+            row.source_message_id = message_id
+            done.updated.append(row)
+        results[k] = done
+    bulk_insert(ChannelStatus, list(created.values()))
+    _statuses_update(list(changed.values()))
+    # Closed before the new episodes go in: one open episode per channel and code.
+    for (at, message_id), alarms in clears.items():
+        CyclerAlarm.objects.filter(pk__in=[a.pk for a in alarms]).update(
+            cleared_at=at, cleared_message_id=message_id
+        )
+    for alarm in new_alarms:
+        alarm.channel_status = alarm.channel_status  # its id, now that the row has one
+    bulk_insert(CyclerAlarm, new_alarms)
+    equipment_of = {s.equipment.pk: s.equipment for s in statuses}
+    for alarm in new_alarms:
+        if alarm.severity != AlarmSeverity.CRITICAL:
+            continue
+        row = alarm.channel_status
+        events.publish(
+            CyclerAlarmRaised(
+                alarm_id=alarm.pk,
+                equipment_id=row.equipment_id,
+                station_id=equipment_of[row.equipment_id].station_id,
+                channel=row.channel,
+                channel_key=row.channel_key,
+                code=alarm.code,
+                severity=alarm.severity,
+                text=alarm.text,
+                raised_at=alarm.raised_at,
+                unit_id=alarm.unit_id,
+                step_index=alarm.step_index,
+                temperature_c=alarm.temperature_c,
+                voltage_v=alarm.voltage_v,
+            )
+        )
+    return results  # type: ignore[return-value]
+
+
+def channel_status_record(*, status: StatusInput, actor: Actor | None = None) -> StatusRecorded:
+    """Record one status message (see :func:`channel_statuses_record`), raising its
+    refusal."""
+    (result,) = channel_statuses_record(statuses=[status], actor=actor)
+    if isinstance(result, DomainError):
+        raise result
+    return result

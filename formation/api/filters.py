@@ -1,5 +1,5 @@
 """FilterSets of the formation API (runs, steps, aging readings, features, grades, tray
-loading, cycler file imports)."""
+loading, cycler file imports, live channel status and cycler alarms)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,12 @@ from qms.api.filters import LineRefFilter
 from ..choices import RuleSetState, SourceFormat, StepType
 from ..models import (
     AgingReading,
+    AlarmSeverity,
     CellFeatures,
     CellGrade,
+    ChannelState,
+    ChannelStatus,
+    CyclerAlarm,
     CyclerFileImport,
     CyclerRun,
     DcirReading,
@@ -128,3 +132,52 @@ class FileImportFilterSet(django_filters.FilterSet):
     class Meta:
         model = CyclerFileImport
         fields = ["profile", "sha256", "name"]
+
+
+EQUIPMENT_HELP = "Cabinet or cycler code, e.g. fc-01."
+
+
+class ChannelStatusFilterSet(django_filters.FilterSet):
+    equipment = django_filters.CharFilter(field_name="equipment__code", help_text=EQUIPMENT_HELP)
+    state = django_filters.MultipleChoiceFilter(choices=ChannelState.choices)
+    in_alarm = django_filters.BooleanFilter(help_text="An alarm is active on the channel.")
+    unit = django_filters.CharFilter(field_name="unit__serial", help_text=UNIT_HELP)
+    channel_key = django_filters.CharFilter(help_text="Equipment and channel, e.g. fc-01:b1/p03.")
+    tray = django_filters.CharFilter()
+
+    class Meta:
+        model = ChannelStatus
+        fields = ["equipment", "state", "in_alarm", "unit", "channel_key", "tray"]
+
+
+class CyclerAlarmFilterSet(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(
+        choices=[("open", "Open"), ("cleared", "Cleared")],
+        method="filter_status",
+        help_text="open: still reported; cleared: no longer reported.",
+    )
+    severity = django_filters.MultipleChoiceFilter(choices=AlarmSeverity.choices)
+    unit = django_filters.CharFilter(field_name="unit__serial", help_text=UNIT_HELP)
+    equipment = django_filters.CharFilter(
+        field_name="channel_status__equipment__code", help_text=EQUIPMENT_HELP
+    )
+    channel_key = django_filters.CharFilter(field_name="channel_status__channel_key")
+    code = django_filters.CharFilter()
+    since = django_filters.IsoDateTimeFilter(field_name="raised_at", lookup_expr="gte")
+    until = django_filters.IsoDateTimeFilter(field_name="raised_at", lookup_expr="lt")
+
+    class Meta:
+        model = CyclerAlarm
+        fields = [
+            "status",
+            "severity",
+            "unit",
+            "equipment",
+            "channel_key",
+            "code",
+            "since",
+            "until",
+        ]
+
+    def filter_status(self, queryset, name, value):
+        return queryset.filter(cleared_at__isnull=value == "open")

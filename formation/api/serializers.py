@@ -1,5 +1,6 @@
 """Serializers of the formation API: reads with explicit fields (steps never carry their
-samples: the curve is its own resource), and the upload's input and output."""
+samples: the curve is its own resource), the upload's input and output, and the live
+channel status with its alarm episodes."""
 
 from __future__ import annotations
 
@@ -12,8 +13,12 @@ from qms.api.serializers import DomainErrorSerializer
 from ..choices import CyclerProfileName, RuleSetState, SignConvention, SourceFormat, StepType
 from ..models import (
     AgingReading,
+    AlarmSeverity,
     CellFeatures,
     CellGrade,
+    ChannelState,
+    ChannelStatus,
+    CyclerAlarm,
     CyclerFileImport,
     CyclerImportProfile,
     CyclerRun,
@@ -390,3 +395,94 @@ class FileRefusedSerializer(DomainErrorSerializer):
     imported_file = serializers.IntegerField(
         required=False, help_text="The earlier import of the same bytes."
     )
+
+
+class ChannelAlarmSerializer(serializers.ModelSerializer):
+    """An alarm active on a channel (an open episode)."""
+
+    severity = NamedChoiceField(AlarmSeverity, read_only=True)
+
+    class Meta:
+        model = CyclerAlarm
+        fields = ["id", "code", "severity", "text", "raised_at"]
+
+
+class ChannelStatusSerializer(serializers.ModelSerializer):
+    """A cycler channel's latest live state, with the alarms active on it."""
+
+    station = serializers.SerializerMethodField(help_text="site/line/station")
+    equipment = serializers.CharField(source="equipment.code", read_only=True)
+    unit = serializers.CharField(
+        source="unit.serial", default=None, read_only=True, help_text="The cell on the channel."
+    )
+    state = NamedChoiceField(ChannelState, read_only=True)
+    in_alarm = serializers.BooleanField(read_only=True, help_text="An alarm is active.")
+    alarms = ChannelAlarmSerializer(source="open_alarms", many=True, read_only=True)
+
+    class Meta:
+        model = ChannelStatus
+        fields = [
+            "id",
+            "station",
+            "equipment",
+            "channel",
+            "channel_key",
+            "tray",
+            "position",
+            "unit",
+            "state",
+            "step_index",
+            "step_elapsed_s",
+            "voltage_v",
+            "current_a",
+            "temperature_c",
+            "capacity_ah",
+            "reported_at",
+            "updated_at",
+            "source_message_id",
+            "in_alarm",
+            "alarms",
+        ]
+
+    def get_station(self, obj: ChannelStatus) -> str:
+        return _station(obj.equipment.station)
+
+
+class CyclerAlarmSerializer(serializers.ModelSerializer):
+    """One alarm episode on a cycler channel: raised, and cleared once the cycler stopped
+    reporting it (``cleared_at`` empty while it is active)."""
+
+    equipment = serializers.CharField(source="channel_status.equipment.code", read_only=True)
+    channel = serializers.CharField(source="channel_status.channel", read_only=True)
+    channel_key = serializers.CharField(source="channel_status.channel_key", read_only=True)
+    unit = serializers.CharField(
+        source="unit.serial", default=None, read_only=True, help_text="The cell on the channel."
+    )
+    severity = NamedChoiceField(AlarmSeverity, read_only=True)
+    state = NamedChoiceField(ChannelState, read_only=True, help_text="Channel state when raised.")
+    is_open = serializers.SerializerMethodField(help_text="Not cleared yet.")
+
+    class Meta:
+        model = CyclerAlarm
+        fields = [
+            "id",
+            "equipment",
+            "channel",
+            "channel_key",
+            "unit",
+            "code",
+            "severity",
+            "text",
+            "state",
+            "step_index",
+            "voltage_v",
+            "temperature_c",
+            "raised_at",
+            "cleared_at",
+            "is_open",
+            "raised_message_id",
+            "cleared_message_id",
+        ]
+
+    def get_is_open(self, obj: CyclerAlarm) -> bool:
+        return obj.cleared_at is None

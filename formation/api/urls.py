@@ -21,6 +21,8 @@ router.register("rule-sets", views.RuleSetViewSet, basename="rule-set")
 router.register("tray-loads", views.TrayLoadViewSet, basename="tray-load")
 router.register("profiles", views.ImportProfileViewSet, basename="profile")
 router.register("files", views.FileImportViewSet, basename="file")
+router.register("channels", views.ChannelStatusViewSet, basename="channel")
+router.register("alarms", views.CyclerAlarmViewSet, basename="alarm")
 
 urlpatterns = [
     path("files/import/", views.FileUploadView.as_view(), name="file-import"),

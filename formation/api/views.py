@@ -1,5 +1,6 @@
 """API views of formation: runs, steps (without samples), a step's curve, DCIR and aging
-readings, features, grades, grading rule sets, tray loading, and the cycler file upload.
+readings, features, grades, grading rule sets, tray loading, the cycler file upload, and
+the live state of cycler channels with their alarm episodes.
 
 Reads list or show. The upload runs the same :func:`formation.imports.cycler_file_import`
 as ``manage.py formation_import``: each cell of the file applied once, refused cells kept
@@ -9,6 +10,7 @@ before.
 
 from __future__ import annotations
 
+from django.db.models import Exists, OuterRef, Prefetch, QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -30,7 +32,31 @@ from qms.files.api import upload_max_bytes
 
 from .. import queries
 from ..imports import CyclerFileAlreadyImported, CyclerFileRefused, cycler_file_import
+from ..models import ChannelStatus, CyclerAlarm
 from . import filters, serializers
+
+
+def channel_status_list() -> QuerySet[ChannelStatus]:
+    """Channels with their cabinet and cell, ``in_alarm`` annotated and the active alarms
+    prefetched as ``open_alarms``."""
+    open_alarms = CyclerAlarm.objects.filter(cleared_at__isnull=True)
+    return (
+        ChannelStatus.objects.select_related("equipment__station__line__site", "unit")
+        .annotate(in_alarm=Exists(open_alarms.filter(channel_status=OuterRef("pk"))))
+        .prefetch_related(
+            Prefetch(
+                "alarms", queryset=open_alarms.order_by("raised_at", "id"), to_attr="open_alarms"
+            )
+        )
+        .order_by("equipment__code", "channel")
+    )
+
+
+def cycler_alarm_list() -> QuerySet[CyclerAlarm]:
+    """Alarm episodes with their channel, cabinet and cell, newest first."""
+    return CyclerAlarm.objects.select_related("channel_status__equipment", "unit").order_by(
+        "-raised_at", "-id"
+    )
 
 
 class _ReadOnly(viewsets.ReadOnlyModelViewSet):
@@ -207,6 +233,40 @@ class FileImportViewSet(_ReadOnly):
         return queries.file_import_list()
 
 
+@extend_schema_view(
+    list=extend_schema(
+        summary="Cycler channels' live state (one row per channel, latest status)",
+        description="What each formation channel is doing as its cabinet last reported it "
+        "(envelope kind `cycler_status`): the cell on it, state, step, voltage, current (+ "
+        "charging), temperature, capacity so far, and the alarms active on it.",
+    ),
+    retrieve=extend_schema(summary="One channel's live state"),
+)
+class ChannelStatusViewSet(_ReadOnly):
+    serializer_class = serializers.ChannelStatusSerializer
+    filterset_class = filters.ChannelStatusFilterSet
+    pagination_class = OldestFirstCursorPagination
+
+    def get_queryset(self):
+        return channel_status_list()
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="Cycler alarm episodes (newest first)",
+        description="Raised when a channel first reports an alarm code, cleared when a later "
+        "status no longer reports it. Critical ones are published to the layers above.",
+    ),
+    retrieve=extend_schema(summary="One cycler alarm episode"),
+)
+class CyclerAlarmViewSet(_ReadOnly):
+    serializer_class = serializers.CyclerAlarmSerializer
+    filterset_class = filters.CyclerAlarmFilterSet
+
+    def get_queryset(self):
+        return cycler_alarm_list()
+
+
 @extend_schema(
     summary="Import a cycler export (cabinet CSV, Neware, Arbin, Maccor) through a profile",
     description="Each cell's run becomes one `formation_step` envelope, applied exactly once; "
@@ -265,6 +325,8 @@ class FileUploadView(APIView):
 
 __all__ = [
     "AgingViewSet",
+    "ChannelStatusViewSet",
+    "CyclerAlarmViewSet",
     "DcirViewSet",
     "FeaturesViewSet",
     "FileImportViewSet",
