@@ -18,9 +18,11 @@ Only numpy and onnxruntime: the vision worker imports this without Django.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -181,31 +183,40 @@ class Thresholds:
             raise ModelError(
                 "bad_input", f"probs must be (N, {len(self.classes)}), got {probs.shape}"
             )
-        if not np.issubdtype(probs.dtype, np.floating) or not np.isfinite(probs).all():
+        if probs.dtype.kind != "f":
             raise ModelError("bad_input", "probs must be finite floating-point values")
-        ok_idx = self.classes.index(OK_CLASS)
-        defect_idx = np.array([i for i, c in enumerate(self.classes) if c != OK_CLASS])
-        rows = probs.astype(np.float64)
-        # The rule for every row at once (a worker decides tens of crops per frame).
-        p_ok = rows[:, ok_idx]
-        defects = rows[:, defect_idx]
-        j = defects.argmax(axis=1)  # first in class order on a tie, like np.argmax per row
-        q = defects[np.arange(rows.shape[0]), j]
-        band = np.where(
-            q >= np.asarray(self.high)[j],
-            "act",
-            np.where(q >= np.asarray(self.low)[j], "review", "log"),
-        )
-        is_ok = 1.0 - p_ok < self.ok_decision
-        names = [self.classes[i] for i in defect_idx]
+        if probs.dtype.itemsize > 8:
+            probs = probs.astype(np.float64)
+        ok_idx, defects, high, low = self._plan
+        classes, ok_decision = self.classes, self.ok_decision
+        # A few tens of rows per call (a worker's frame): plain Python on the values as
+        # float64 (exact for float16 and float32) does the rule with the fewest steps.
+        rows = probs.tolist()
+        if not all(map(math.isfinite, itertools.chain.from_iterable(rows))):
+            raise ModelError("bad_input", "probs must be finite floating-point values")
         out = []
-        for i, row in enumerate(rows.tolist()):
-            p = dict(zip(self.classes, row, strict=True))
-            if is_ok[i]:
+        for row in rows:
+            p = dict(zip(classes, row, strict=True))
+            if 1.0 - row[ok_idx] < ok_decision:
                 out.append(Prediction(OK_CLASS, row[ok_idx], p, "log"))
-            else:
-                out.append(Prediction(names[j[i]], row[defect_idx[j[i]]], p, str(band[i])))
+                continue
+            k = max(defects, key=row.__getitem__)  # the first in class order on a tie
+            q = row[k]
+            band = "act" if q >= high[k] else "review" if q >= low[k] else "log"
+            out.append(Prediction(classes[k], q, p, band))
         return out
+
+    @cached_property
+    def _plan(self) -> tuple[int, list[int], dict[int, float], dict[int, float]]:
+        """What :meth:`decide` looks up on every call: where ``ok`` and the defect classes
+        are, and each defect class's thresholds by its position."""
+        defects = [i for i, c in enumerate(self.classes) if c != OK_CLASS]
+        return (
+            self.classes.index(OK_CLASS),
+            defects,
+            dict(zip(defects, self.high, strict=True)),
+            dict(zip(defects, self.low, strict=True)),
+        )
 
 
 def _check_manifest(manifest) -> None:
@@ -390,14 +401,43 @@ class VisionModel:
             return np.ascontiguousarray(crops)
         raise ModelError("bad_input", f"crops must be uint8 or float32, got {crops.dtype}")
 
-    def infer(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _into(self, crops, out) -> np.ndarray:
+        """uint8 crops converted into the first rows of ``out``, a float32 ``(M, 1, S, S)``
+        C-contiguous buffer with M >= N (the rows beyond the batch are left alone)."""
+        s = self.input_size
+        if not isinstance(crops, np.ndarray) or crops.dtype != np.uint8:
+            raise ModelError("bad_input", "a batch buffer takes uint8 crops only")
+        if crops.ndim != 3 or crops.shape[1:] != (s, s):
+            raise ModelError("bad_input", f"uint8 crops must be (N, {s}, {s}), got {crops.shape}")
+        if (
+            not isinstance(out, np.ndarray)
+            or out.dtype != np.float32
+            or out.ndim != 4
+            or out.shape[1:] != (1, s, s)
+        ):
+            raise ModelError("bad_input", f"the batch buffer must be float32 (M, 1, {s}, {s})")
+        if not out.flags.c_contiguous:
+            raise ModelError("bad_input", "the batch buffer must be C-contiguous")
+        if out.shape[0] < crops.shape[0]:
+            raise ModelError(
+                "bad_input", f"the batch buffer has {out.shape[0]} rows for {crops.shape[0]} crops"
+            )
+        x = out[: crops.shape[0]]
+        np.copyto(x[:, 0], crops)
+        return x
+
+    def infer(
+        self, crops: np.ndarray, *, out: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities ``(N, C)`` and defect maps ``(N, H, W)``, both float32.
 
         ``crops`` are uint8 ``(N, S, S)`` or float32 ``(N, 1, S, S)`` grey values 0..255.
-        Raises ModelError("bad_input") on any other shape or dtype; an empty batch gives
-        empty arrays.
+        With ``out`` (uint8 crops only), the float32 input is written into that buffer
+        instead of a new array: a worker keeps one for its life. Raises
+        ModelError("bad_input") on any other shape or dtype; an empty batch gives empty
+        arrays.
         """
-        x = self._as_batch(crops)
+        x = self._as_batch(crops) if out is None else self._into(crops, out)
         if x.shape[0] == 0:
             h, w = self.map_size
             return np.zeros((0, len(self.classes)), np.float32), np.zeros((0, h, w), np.float32)
@@ -408,9 +448,12 @@ class VisionModel:
         """The manifest's decision rule on given probabilities (see :meth:`Thresholds.decide`)."""
         return self.thresholds.decide(probs)
 
-    def predict(self, crops) -> tuple[list[Prediction], np.ndarray]:
-        """``infer`` then ``decide``: one :class:`Prediction` per crop, plus the defect maps."""
-        probs, maps = self.infer(crops)
+    def predict(
+        self, crops, *, out: np.ndarray | None = None
+    ) -> tuple[list[Prediction], np.ndarray]:
+        """``infer`` then ``decide``: one :class:`Prediction` per crop, plus the defect maps
+        (``out``: see :meth:`infer`)."""
+        probs, maps = self.infer(crops, out=out)
         return self.decide(probs), maps
 
 

@@ -38,6 +38,7 @@ A run of uninspected metres longer than ``max_gap_m`` stops the line too.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import logging
@@ -52,6 +53,7 @@ from datetime import UTC, datetime
 
 import cv2
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from inspection.schema import MAX_DEFECTS_PER_FRAME, MAX_FRAME_B64_CHARS
 
@@ -505,22 +507,72 @@ class Localised:
 
 
 def _measure(d: Localised) -> None:
-    """Box, area, centroid and length of a defect's pixels. The length is the major axis of
-    the pixels' second moments, sqrt(12 x largest eigenvalue) + 1 px: exact for a line (a
-    scratch, a crack, a fold), 0.87 x the diameter for a disc."""
-    bx, by, bw, bh = cv2.boundingRect(d.mask)
+    """Box, area, centroid and length of a defect's pixels (its 0/1 mask). The length is the
+    major axis of the pixels' second moments, sqrt(12 x largest eigenvalue) + 1 px: exact
+    for a line (a scratch, a crack, a fold), 0.87 x the diameter for a disc.
+
+    The raw moments are exact integer sums: for a mask of up to ``_PRODUCT_MOMENTS_PX``
+    pixels two small matrix products, ``[1, y, y^2]^T . mask . [1, x, x^2]``, give them at
+    a fraction of ``cv2.moments``' cost; larger masks use ``cv2.moments``. The central
+    moments are formed as OpenCV forms them, so both give the same floats."""
+    mask = d.mask
+    h, w = mask.shape
+    bx, by, bw, bh = cv2.boundingRect(mask)
     d.bbox = (d.x0 + bx, d.y0 + by, d.x0 + bx + bw, d.y0 + by + bh)
-    m = cv2.moments(d.mask, binaryImage=True)
-    n = m["m00"]
+    if h * w <= _PRODUCT_MOMENTS_PX:
+        powers = _POWERS if h <= len(_POWERS) and w <= len(_POWERS) else _powers(max(h, w))
+        p = (powers[:h].T @ (mask @ powers[:w])).tolist()
+        (n, m10, m20), (m01, m11, _), (m02, _, _) = p
+    else:
+        m = cv2.moments(mask, binaryImage=True)
+        n, m10, m01, m20, m11, m02 = (m[k] for k in ("m00", "m10", "m01", "m20", "m11", "m02"))
     d.area_px = round(n)
     if n < 1:
         d.centroid = (d.x0 + bx + bw / 2.0, d.y0 + by + bh / 2.0)
         d.length_px = 0.0
         return
-    d.centroid = (d.x0 + m["m10"] / n, d.y0 + m["m01"] / n)
-    a, b, c = m["mu20"] / n, m["mu11"] / n, m["mu02"] / n
+    d.centroid = (d.x0 + m10 / n, d.y0 + m01 / n)
+    inv = 1.0 / n
+    a = (m20 - m10 * (m10 * inv)) / n
+    b = (m11 - m10 * (m01 * inv)) / n
+    c = (m02 - m01 * (m01 * inv)) / n
     major = (a + c) / 2.0 + math.sqrt(((a - c) / 2.0) ** 2 + b * b)
     d.length_px = math.sqrt(12.0 * major) + 1.0
+
+
+def _cells_under(cells: np.ndarray, cell: int | None, y0: int, y1: int, x0: int, x1: int):
+    """A defect map's cells (0/1) under crop pixels ``y0:y1, x0:x1``, one value per pixel
+    (the nearest cell: the map scaled to the crop). ``cell`` is the cell size in pixels when
+    the map tiles the crop by a power of two (only the cells under the part are scaled),
+    None for any other map (scaled whole, by OpenCV)."""
+    if cell is None:
+        scaled = cv2.resize(cells, (CROP_PX, CROP_PX), interpolation=cv2.INTER_NEAREST)
+        return scaled[y0:y1, x0:x1]
+    r0, c0 = y0 // cell, x0 // cell
+    block = cells[r0 : (y1 - 1) // cell + 1, c0 : (x1 - 1) // cell + 1]
+    scaled = np.repeat(np.repeat(block, cell, 0), cell, 1)
+    dy, dx = y0 - r0 * cell, x0 - c0 * cell
+    return scaled[dy : dy + y1 - y0, dx : dx + x1 - x0]
+
+
+#: Masks up to this many pixels get their moments from matrix products (see _measure).
+_PRODUCT_MOMENTS_PX = 1 << 16
+
+
+def _powers(n: int) -> np.ndarray:
+    """Rows ``[1, i, i^2]`` for i = 0, 1, ..., at least ``n`` of them (float64)."""
+    return _powers_of_size(max(256, 1 << (n - 1).bit_length()))
+
+
+@functools.cache
+def _powers_of_size(size: int) -> np.ndarray:
+    i = np.arange(size, dtype=np.float64)
+    out = np.stack([np.ones_like(i), i, i * i], axis=1)
+    out.flags.writeable = False
+    return out
+
+
+_POWERS = _powers(4096)
 
 
 def _merge_overlapping(found: list[Localised]) -> list[Localised]:
@@ -617,13 +669,21 @@ class Pipeline:
         self.identity = identity
         self.shadow = shadow
         self.flat = flat or FlatField.identity(config.frame_width_px)
-        # The flat field in fixed point for the crops: gain x 128, whole grey levels offset.
-        self._flat_gain_q = np.clip(np.rint(self.flat.gain * 128), 1, 256).astype(np.uint16)
+        # The flat field in fixed point for the crops: gain x 128, whole grey levels offset,
+        # indexed by a crop's first column (row x0: the CROP_PX columns from x0, a window
+        # onto one array).
+        self._flat_identity = self.flat.is_identity
+        gain_q = np.clip(np.rint(self.flat.gain * 128), 1, 256).astype(np.uint16)
+        self._flat_gain_q = sliding_window_view(gain_q, CROP_PX)
         self._flat_offset_q = (
-            np.clip(np.rint(self.flat.offset), 0, 255).astype(np.uint16)
+            sliding_window_view(
+                np.clip(np.rint(self.flat.offset), 0, 255).astype(np.uint8), CROP_PX
+            )
             if self.flat.offset.any()
             else None
         )
+        # The model's input, filled batch by batch (one float32 buffer for the worker's life).
+        self._batch = np.empty((config.batch_size, 1, CROP_PX, CROP_PX), np.float32)
         self.screen_params = screen_params or ScreenParams()
         self._stop = stop
         self._reject = reject
@@ -1019,99 +1079,113 @@ class Pipeline:
             return
         self._inspect(frame, hdr, start, result, started)
 
-    def _crops(self, image: np.ndarray, result: ScreenResult) -> tuple[np.ndarray, list]:
-        """Flat-field-corrected crops centred on the candidates, clamped at the borders."""
+    def _crops(self, image: np.ndarray, result: ScreenResult) -> tuple[np.ndarray, list, list]:
+        """Flat-field-corrected crops centred on the candidates, clamped at the borders, and
+        their origins (``x0`` and ``y0`` lists)."""
         h, w = image.shape
         s = CROP_PX
         n = len(result.candidates)
-        crops = np.empty((n, s, s), np.uint8)
-        origins = []
-        for i, cand in enumerate(result.candidates):
+        xs, ys = [], []
+        for cand in result.candidates:
             cx, cy = cand.centroid
-            x0 = int(min(max(round(cx) - s // 2, 0), w - s))
-            y0 = int(min(max(round(cy) - s // 2, 0), h - s))
+            xs.append(min(max(round(cx) - s // 2, 0), w - s))
+            ys.append(min(max(round(cy) - s // 2, 0), h - s))
+        crops = np.empty((n, s, s), np.uint8)
+        for i, (x0, y0) in enumerate(zip(xs, ys, strict=True)):
             crops[i] = image[y0 : y0 + s, x0 : x0 + s]
-            origins.append((x0, y0))
-        if n and not self.flat.is_identity:
-            # Per column (raw - offset) * gain, in 16-bit fixed point with 7 fraction bits
-            # (gains up to 2; within half a grey level of the float correction).
-            cols = np.array([x0 for x0, _ in origins])[:, None] + np.arange(s)[None, :]
-            work = crops.astype(np.uint16)
-            if self._flat_offset_q is not None:
-                off = self._flat_offset_q[cols][:, None, :]
-                np.maximum(work, off, out=work)
-                work -= off
-            work *= self._flat_gain_q[cols][:, None, :]
-            work += 64
-            work >>= 7
-            np.minimum(work, 255, out=work)
-            crops = work.astype(np.uint8)
-        return crops, origins
-
-    def _localise(
-        self, cand, origin, cells_marked: np.ndarray | None, result: ScreenResult
-    ) -> tuple[np.ndarray, int, int]:
-        """The defect's pixels as a mask over its stage-1 box (and the box's first pixel):
-        the component's pixels, kept to the cells the model's defect map marks (within the
-        crop; ``cells_marked``, None when it marks none) when any of them are there."""
-        x0, y0, x1, y1 = cand.box
-        if cand.source == "streak":
-            return np.ones((y1 - y0, x1 - x0), np.uint8), x0, y0
-        region = result.fine_mask[y0:y1, x0:x1]
-        if cand.source == "coarse":
-            blocks = result.coarse_mask[y0 // 4 : (y1 + 3) // 4, x0 // 4 : (x1 + 3) // 4]
-            region = np.repeat(np.repeat(blocks, 4, 0), 4, 1)[
-                y0 % 4 : y0 % 4 + (y1 - y0), x0 % 4 : x0 % 4 + (x1 - x0)
-            ].view(np.uint8)
-            if not region.any():
-                region = np.ones((y1 - y0, x1 - x0), np.uint8)
-        cx0, cy0 = origin
-        # The part of the box inside the crop, where the defect map can speak.
-        ix0, iy0 = max(x0, cx0), max(y0, cy0)
-        ix1, iy1 = min(x1, cx0 + CROP_PX), min(y1, cy0 + CROP_PX)
-        # A component within a few map cells gains nothing from 8-px cells: kept as it is.
-        small = (x1 - x0) <= _MAP_REFINE_PX and (y1 - y0) <= _MAP_REFINE_PX
-        if not small and cells_marked is not None and ix1 > ix0 and iy1 > iy0:
-            cells = cv2.resize(cells_marked, (CROP_PX, CROP_PX), interpolation=cv2.INTER_NEAREST)
-            part = region[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0]
-            kept = part & cells[iy0 - cy0 : iy1 - cy0, ix0 - cx0 : ix1 - cx0]
-            if kept.any():
-                region = region.copy()
-                region[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = kept
-        return region, x0, y0
+        if not n or self._flat_identity:
+            return crops, xs, ys
+        # Per column (raw - offset) * gain, in 16-bit fixed point with 7 fraction bits
+        # (gains up to 2; within half a grey level of the float correction), rounded half
+        # up and saturated to 8 bits.
+        if self._flat_offset_q is not None:
+            off = self._flat_offset_q[xs][:, None, :]
+            np.maximum(crops, off, out=crops)
+            crops -= off
+        work = crops.astype(np.uint16)
+        work *= self._flat_gain_q[xs][:, None, :]
+        # p / 128 has 7 fraction bits, so rounding p / 128 + 1/256 to nearest (what OpenCV
+        # does, exactly in float32 here) is floor(p / 128 + 1/2) = (p + 64) >> 7.
+        crops = cv2.convertScaleAbs(work.reshape(n * s, s), alpha=1 / 128, beta=1 / 256)
+        return crops.reshape(n, s, s), xs, ys
 
     def _classify(self, model, crops: np.ndarray):
-        preds, maps = [], []
+        """The model's calls and defect maps, in batches of ``batch_size`` through the
+        pipeline's one float32 batch buffer."""
         b = self.config.batch_size
+        if crops.shape[0] <= b:
+            return model.predict(crops, out=self._batch)
+        preds, maps = [], []
         for i in range(0, crops.shape[0], b):
-            p, m = model.predict(crops[i : i + b])
+            p, m = model.predict(crops[i : i + b], out=self._batch)
             preds.extend(p)
             maps.append(m)
-        dmaps = np.concatenate(maps) if maps else np.zeros((0, 16, 16), np.float32)
-        return preds, dmaps
+        return preds, np.concatenate(maps)
 
     def stage2(self, image: np.ndarray, result: ScreenResult) -> tuple[np.ndarray, list[Localised]]:
         """Crops around stage 1's candidates through the model in batches, and the pixels
         of each defect it calls (defects of one class that touch merged). Returns the crops
-        (what the model saw) and the defects."""
-        crops, origins = self._crops(image, result)
+        (what the model saw) and the defects.
+
+        A defect's pixels are its stage-1 component's: the fine detectors' pixels in its
+        box (a coarse component's blocks; a streak's whole box). When the box is larger
+        than a few map cells, they are kept to the cells the model's defect map marks
+        (> 0.5, grown by one cell) where the box lies within the crop, if any are there."""
+        crops, ox, oy = self._crops(image, result)
+        if not crops.shape[0]:
+            return crops, []
         preds, dmaps = self._classify(self.model, crops)
-        # The cells each map marks (> 0.5), grown by one cell, for the whole batch at once.
+        called = [i for i, p in enumerate(preds) if p.is_defect]
+        if not called:
+            return crops, []
+        # The cells each map marks (> 0.5), grown by one cell (3 x 3), for the whole batch.
         hit = dmaps > 0.5
+        marked = hit.reshape(len(hit), -1).any(1).tolist()
         grown = hit.copy()
         grown[:, 1:] |= hit[:, :-1]
         grown[:, :-1] |= hit[:, 1:]
-        wide = grown.copy()
-        wide[:, :, 1:] |= grown[:, :, :-1]
-        wide[:, :, :-1] |= grown[:, :, 1:]
-        any_marked = wide.any(axis=(1, 2))
-        wide = wide.view(np.uint8)
+        cells = grown.copy()
+        cells[:, :, 1:] |= grown[:, :, :-1]
+        cells[:, :, :-1] |= grown[:, :, 1:]
+        cells = cells.view(np.uint8)
+        s = CROP_PX
+        mh, mw = cells.shape[1:]
+        # Crop pixels per map cell when the map tiles the crop by a power of two (then a
+        # repeat is exactly what cv2.resize with INTER_NEAREST gives), else None.
+        cell = s // mh if mh == mw and s % mh == 0 and (s // mh) & (s // mh - 1) == 0 else None
+        fine, coarse = result.fine_mask, result.coarse_mask
         found: list[Localised] = []
-        for i, (cand, pred) in enumerate(zip(result.candidates, preds, strict=True)):
-            if not pred.is_defect:
-                continue
-            marked = wide[i] if any_marked[i] else None
-            mask, x0, y0 = self._localise(cand, origins[i], marked, result)
+        for i in called:
+            cand = result.candidates[i]
+            x0, y0, x1, y1 = cand.box
+            if cand.source == "streak":
+                mask = np.ones((y1 - y0, x1 - x0), np.uint8)
+            else:
+                mask = fine[y0:y1, x0:x1]
+                if cand.source == "coarse":
+                    blocks = coarse[y0 // 4 : (y1 + 3) // 4, x0 // 4 : (x1 + 3) // 4]
+                    mask = np.repeat(np.repeat(blocks, 4, 0), 4, 1)[
+                        y0 % 4 : y0 % 4 + (y1 - y0), x0 % 4 : x0 % 4 + (x1 - x0)
+                    ].view(np.uint8)
+                    if not mask.any():
+                        mask = np.ones((y1 - y0, x1 - x0), np.uint8)
+                # A component within a few map cells gains nothing from 8-px cells.
+                if marked[i] and (x1 - x0 > _MAP_REFINE_PX or y1 - y0 > _MAP_REFINE_PX):
+                    cx0, cy0 = ox[i], oy[i]
+                    ix0, iy0 = max(x0, cx0), max(y0, cy0)
+                    ix1, iy1 = min(x1, cx0 + s), min(y1, cy0 + s)
+                    if ix1 > ix0 and iy1 > iy0:
+                        part = mask[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0]
+                        kept = part & _cells_under(
+                            cells[i], cell, iy0 - cy0, iy1 - cy0, ix0 - cx0, ix1 - cx0
+                        )
+                        if kept.shape == mask.shape:  # the whole box lies in the crop
+                            if kept.any():
+                                mask = kept
+                        elif kept.any():
+                            mask = mask.copy()
+                            mask[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = kept
+            pred = preds[i]
             found.append(
                 Localised(
                     cls=pred.cls,
