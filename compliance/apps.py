@@ -6,7 +6,7 @@ class ComplianceConfig(AppConfig):
     verbose_name = "Compliance"
 
     def ready(self) -> None:
-        from formation.events import FormationGraded
+        from formation.events import CyclerAlarmRaised, FormationGraded
         from genealogy.events import MeasurementsRecorded
         from inspection.events import CountCharacteristicsCreated, VisionFlagged
         from qms import events as registry
@@ -18,6 +18,7 @@ class ComplianceConfig(AppConfig):
         from .handlers import handle_hold_request
         from .subscribers import (
             chart_vision_counts,
+            hold_cells_with_critical_cycler_alarms,
             hold_k_screen_failures,
             hold_out_of_spec_units,
             hold_quarantined_cells,
@@ -61,6 +62,12 @@ class ComplianceConfig(AppConfig):
             hold_k_screen_failures,
             app_label="compliance",
             description="hold the cells the K-value screen failed, before module assembly",
+        )
+        registry.subscribe(
+            CyclerAlarmRaised,
+            hold_cells_with_critical_cycler_alarms,
+            app_label="compliance",
+            description="hold the cell on a formation channel with a critical cycler alarm",
         )
         registry.subscribe(
             CellsQuarantined,

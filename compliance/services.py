@@ -16,7 +16,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from simple_history.utils import bulk_update_with_history
 
-from formation.models import CellGrade
+from formation.models import CellGrade, CyclerAlarm
 from genealogy.choices import UnitKind, UnitStatus
 from genealogy.models import Measurement, Unit
 from inspection.choices import FlagAction
@@ -388,6 +388,38 @@ def formation_hold(*, cell_ids: Sequence[int]) -> list[Hold]:
         actor=system_actor(),
     )
     return [hold]
+
+
+def cycler_alarm_hold(*, alarm_id: int) -> Hold | None:
+    """Hold the cell on a channel whose cycler raised a critical alarm (over-temperature,
+    voltage out of window, contact fault): whatever the formation result says, a cell
+    that overheated or lost contact in formation goes to the MRB, not to module assembly.
+    Nothing is held for an empty channel or a scrapped cell. Safe to run twice: one hold
+    per alarm episode."""
+    alarm = (
+        CyclerAlarm.objects.filter(pk=alarm_id)
+        .select_related("unit", "channel_status__equipment")
+        .first()
+    )
+    if alarm is None or alarm.unit is None or alarm.unit.status == UnitStatus.SCRAPPED:
+        return None
+    reference = f"cycler alarm #{alarm.pk}"
+    if Hold.objects.filter(source=HoldSource.FORMATION, source_reference=reference).exists():
+        return None
+    where = f"{alarm.channel_status.equipment.code} channel {alarm.channel_status.channel}"
+    reading = f"{alarm.voltage_v:.3f} V"
+    if alarm.temperature_c is not None:
+        reading += f", {alarm.temperature_c:.1f} °C"
+    return hold_place(
+        units=[alarm.unit],
+        reason=(
+            f"Critical cycler alarm {alarm.code} on {where} at "
+            f"{alarm.raised_at:%Y-%m-%d %H:%M:%S} UTC ({reading}): {alarm.text or 'no text'}"
+        ),
+        source=HoldSource.FORMATION,
+        source_reference=reference,
+        actor=system_actor(),
+    )
 
 
 def risk_hold(*, score_ids: Sequence[int]) -> list[Hold]:

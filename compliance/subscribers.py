@@ -3,7 +3,7 @@
 Each subscriber only enqueues a task; the task does the work and is safe to run twice.
 """
 
-from formation.events import FormationGraded
+from formation.events import CyclerAlarmRaised, FormationGraded
 from genealogy.events import MeasurementsRecorded
 from inspection.events import CountCharacteristicsCreated, VisionFlagged
 from risk.events import CellsQuarantined
@@ -42,6 +42,14 @@ def hold_k_screen_failures(evt: FormationGraded) -> None:
     from .tasks import formation_hold_task
 
     formation_hold_task.delay(cell_ids=list(evt.k_screen_failed_ids))
+
+
+def hold_cells_with_critical_cycler_alarms(evt: CyclerAlarmRaised) -> None:
+    if evt.unit_id is None:
+        return
+    from .tasks import cycler_alarm_hold_task
+
+    cycler_alarm_hold_task.delay(alarm_id=evt.alarm_id)
 
 
 def hold_quarantined_cells(evt: CellsQuarantined) -> None:

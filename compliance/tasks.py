@@ -75,6 +75,19 @@ def formation_hold_task(self, *, cell_ids: list[int]) -> list[str]:
     retry_backoff=True,
     max_retries=5,
 )
+def cycler_alarm_hold_task(self, *, alarm_id: int) -> str | None:
+    """Hold the cell on a channel with a critical cycler alarm; safe to repeat."""
+    hold = services.cycler_alarm_hold(alarm_id=alarm_id)
+    return hold.number if hold is not None else None
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=5,
+)
 def risk_hold_task(self, *, score_ids: list[int]) -> list[str]:
     """Hold the cells scored above their quarantine threshold; safe to repeat."""
     return [h.number for h in services.risk_hold(score_ids=score_ids)]

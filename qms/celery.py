@@ -41,6 +41,7 @@ TASK_ROUTES = {
     "compliance.tasks.vision_count_charts_task": {"queue": "spc"},
     "compliance.tasks.formation_hold_task": {"queue": "ingest"},
     "compliance.tasks.risk_hold_task": {"queue": "risk"},
+    "compliance.tasks.cycler_alarm_hold_task": {"queue": "ingest"},
     "formation.tasks.*": {"queue": "ingest"},
     "genealogy.tasks.*": {"queue": "ingest"},
     # scheduled ingest reports (shift summary, dead-letter digest)
