@@ -424,8 +424,9 @@ def cycler_alarm_hold(*, alarm_id: int) -> Hold | None:
 
 def risk_hold(*, score_ids: Sequence[int]) -> list[Hold]:
     """Hold the cells whose thermal-risk score put them above their product's quarantine
-    threshold, so module assembly refuses them. One hold per model version scored, naming
-    each cell's risk, the threshold and the top reasons. Only a cell's latest score counts
+    threshold, so module assembly refuses them. One hold per model version and product
+    (each product has its own threshold), naming each cell's risk, the threshold and the
+    top reasons. Only a cell's latest score counts
     (a score that a newer one replaced holds nothing); scrapped cells are left alone. Safe
     to run twice: a cell already held for a score, or still on an open risk hold, is not
     held again; a cell whose risk hold was released is held again by a later score above
@@ -467,10 +468,10 @@ def risk_hold(*, score_ids: Sequence[int]) -> list[Hold]:
     ]
     holds = []
     actor = None
-    by_version: dict[str, list[RiskScore]] = {}
-    for s in scores:
-        by_version.setdefault(s.model_version, []).append(s)
-    for version, batch in sorted(by_version.items()):
+    by_rule: dict[tuple[str, str], list[RiskScore]] = {}
+    for s in scores:  # each product has its own threshold
+        by_rule.setdefault((s.model_version, s.product), []).append(s)
+    for (version, _product), batch in sorted(by_rule.items()):
 
         def why(s: RiskScore) -> str:
             reasons = "; ".join(s.reasons[:2]) if s.reasons else "no single reason stands out"
