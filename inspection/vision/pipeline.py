@@ -515,17 +515,31 @@ def _measure(d: Localised) -> None:
     pixels two small matrix products, ``[1, y, y^2]^T . mask . [1, x, x^2]``, give them at
     a fraction of ``cv2.moments``' cost; larger masks use ``cv2.moments``. The central
     moments are formed as OpenCV forms them, so both give the same floats."""
-    mask = d.mask
+    _set_measures(d, *_moments(d.mask))
+
+
+def _moments(mask: np.ndarray) -> tuple[float, float, float, float, float, float]:
+    """The raw moments m00, m10, m01, m20, m11, m02 of a 0/1 mask (see :func:`_measure`)."""
     h, w = mask.shape
-    bx, by, bw, bh = cv2.boundingRect(mask)
-    d.bbox = (d.x0 + bx, d.y0 + by, d.x0 + bx + bw, d.y0 + by + bh)
-    if h * w <= _PRODUCT_MOMENTS_PX:
-        powers = _POWERS if h <= len(_POWERS) and w <= len(_POWERS) else _powers(max(h, w))
-        p = (powers[:h].T @ (mask @ powers[:w])).tolist()
-        (n, m10, m20), (m01, m11, _), (m02, _, _) = p
-    else:
+    if h * w > _PRODUCT_MOMENTS_PX:
         m = cv2.moments(mask, binaryImage=True)
-        n, m10, m01, m20, m11, m02 = (m[k] for k in ("m00", "m10", "m01", "m20", "m11", "m02"))
+        return m["m00"], m["m10"], m["m01"], m["m20"], m["m11"], m["m02"]
+    powers = _POWERS if h <= len(_POWERS) and w <= len(_POWERS) else _powers(max(h, w))
+    if w <= _ROW_SUMS_F32_PX:
+        # Per-row sums of 1, x, x^2 stay below 2^24 for rows this short: exact in float32,
+        # which halves the product's memory.
+        rows = np.dot(mask.astype(np.float32), _POWERS_F32[:w])
+    else:
+        rows = mask @ powers[:w]
+    (n, m10, m20), (m01, m11, _), (m02, _, _) = np.dot(powers[:h].T, rows).tolist()
+    return n, m10, m01, m20, m11, m02
+
+
+def _set_measures(d: Localised, n, m10, m01, m20, m11, m02) -> None:
+    """A defect's box (its mask's bounding rectangle) and, from its mask's raw moments, its
+    area, centroid and length (see :func:`_measure`)."""
+    bx, by, bw, bh = cv2.boundingRect(d.mask)
+    d.bbox = (d.x0 + bx, d.y0 + by, d.x0 + bx + bw, d.y0 + by + bh)
     d.area_px = round(n)
     if n < 1:
         d.centroid = (d.x0 + bx + bw / 2.0, d.y0 + by + bh / 2.0)
@@ -550,9 +564,35 @@ def _cells_under(cells: np.ndarray, cell: int | None, y0: int, y1: int, x0: int,
         return scaled[y0:y1, x0:x1]
     r0, c0 = y0 // cell, x0 // cell
     block = cells[r0 : (y1 - 1) // cell + 1, c0 : (x1 - 1) // cell + 1]
-    scaled = np.repeat(np.repeat(block, cell, 0), cell, 1)
+    scaled = block.repeat(cell, 0).repeat(cell, 1)
     dy, dx = y0 - r0 * cell, x0 - c0 * cell
     return scaled[dy : dy + y1 - y0, dx : dx + x1 - x0]
+
+
+#: Cell sizes :func:`_cells_across` scales with one multiply: the unsigned
+#: integer of that many bytes, and the value with each of them 1.
+_CELL_BYTES = {
+    2: (np.uint16, 0x0101),
+    4: (np.uint32, 0x0101_0101),
+    8: (np.uint64, 0x0101_0101_0101_0101),
+}
+
+
+def _cells_across(cells: np.ndarray, cell: int) -> np.ndarray:
+    """Maps of 0/1 cells ``(K, H, W)`` scaled to pixels across, ``(K, H, W x cell)``: each
+    cell repeated ``cell`` times along its row, by multiplying it, as an integer of ``cell``
+    bytes, by the one whose bytes are all 1. ``cell`` must be a key of ``_CELL_BYTES``.
+    Repeating rows ``cell`` times too gives what :func:`_cells_under` gives."""
+    dtype, ones = _CELL_BYTES[cell]
+    return np.multiply(cells, dtype(ones), dtype=dtype).view(np.uint8)
+
+
+def _cells_under_across(across: np.ndarray, cell: int, y0: int, y1: int, x0: int, x1: int):
+    """:func:`_cells_under` of a map already scaled across (one of :func:`_cells_across`'s
+    maps): only the rows under the part are repeated."""
+    r0 = y0 // cell
+    dy = y0 - r0 * cell
+    return across[r0 : (y1 - 1) // cell + 1].repeat(cell, 0)[dy : dy + y1 - y0, x0:x1]
 
 
 #: Masks up to this many pixels get their moments from matrix products (see _measure).
@@ -573,13 +613,18 @@ def _powers_of_size(size: int) -> np.ndarray:
 
 
 _POWERS = _powers(4096)
+#: Masks up to this wide sum their rows in float32 (sum of x^2 for x < 256 is < 2^24).
+_ROW_SUMS_F32_PX = 256
+_POWERS_F32 = _POWERS[:_ROW_SUMS_F32_PX].astype(np.float32)
 
 
-def _merge_overlapping(found: list[Localised]) -> list[Localised]:
+def _merge_overlapping(found: list[Localised], *, measured: bool = False) -> list[Localised]:
     """Defects of one class whose boxes touch are one defect (a long scratch that stage 1
-    saw as two components, a crack and its branch); the more confident call names it."""
-    for d in found:
-        _measure(d)
+    saw as two components, a crack and its branch); the more confident call names it.
+    ``measured``: every defect was already given to :func:`_measure`."""
+    if not measured:
+        for d in found:
+            _measure(d)
     merged = len(found) > 1
     while merged:
         merged = False
@@ -1086,12 +1131,13 @@ class Pipeline:
         s = CROP_PX
         n = len(result.candidates)
         xs, ys = [], []
-        for cand in result.candidates:
-            cx, cy = cand.centroid
-            xs.append(min(max(round(cx) - s // 2, 0), w - s))
-            ys.append(min(max(round(cy) - s // 2, 0), h - s))
         crops = np.empty((n, s, s), np.uint8)
-        for i, (x0, y0) in enumerate(zip(xs, ys, strict=True)):
+        for i, cand in enumerate(result.candidates):
+            cx, cy = cand.centroid
+            x0 = min(max(round(cx) - s // 2, 0), w - s)
+            y0 = min(max(round(cy) - s // 2, 0), h - s)
+            xs.append(x0)
+            ys.append(y0)
             crops[i] = image[y0 : y0 + s, x0 : x0 + s]
         if not n or self._flat_identity:
             return crops, xs, ys
@@ -1138,67 +1184,81 @@ class Pipeline:
         called = [i for i, p in enumerate(preds) if p.is_defect]
         if not called:
             return crops, []
-        # The cells each map marks (> 0.5), grown by one cell (3 x 3), for the whole batch.
         hit = dmaps > 0.5
         marked = hit.reshape(len(hit), -1).any(1).tolist()
-        grown = hit.copy()
-        grown[:, 1:] |= hit[:, :-1]
-        grown[:, :-1] |= hit[:, 1:]
-        cells = grown.copy()
-        cells[:, :, 1:] |= grown[:, :, :-1]
-        cells[:, :, :-1] |= grown[:, :, 1:]
-        cells = cells.view(np.uint8)
         s = CROP_PX
-        mh, mw = cells.shape[1:]
-        # Crop pixels per map cell when the map tiles the crop by a power of two (then a
-        # repeat is exactly what cv2.resize with INTER_NEAREST gives), else None.
-        cell = s // mh if mh == mw and s % mh == 0 and (s // mh) & (s // mh - 1) == 0 else None
         fine, coarse = result.fine_mask, result.coarse_mask
         found: list[Localised] = []
+        # Defects whose mask the map refines: (defect, crop, the box's part within the crop).
+        refine: list[tuple[Localised, int, int, int, int, int]] = []
         for i in called:
             cand = result.candidates[i]
             x0, y0, x1, y1 = cand.box
-            if cand.source == "streak":
-                mask = np.ones((y1 - y0, x1 - x0), np.uint8)
-            else:
-                mask = fine[y0:y1, x0:x1]
-                if cand.source == "coarse":
-                    blocks = coarse[y0 // 4 : (y1 + 3) // 4, x0 // 4 : (x1 + 3) // 4]
-                    mask = np.repeat(np.repeat(blocks, 4, 0), 4, 1)[
-                        y0 % 4 : y0 % 4 + (y1 - y0), x0 % 4 : x0 % 4 + (x1 - x0)
-                    ].view(np.uint8)
-                    if not mask.any():
-                        mask = np.ones((y1 - y0, x1 - x0), np.uint8)
-                # A component within a few map cells gains nothing from 8-px cells.
-                if marked[i] and (x1 - x0 > _MAP_REFINE_PX or y1 - y0 > _MAP_REFINE_PX):
-                    cx0, cy0 = ox[i], oy[i]
-                    ix0, iy0 = max(x0, cx0), max(y0, cy0)
-                    ix1, iy1 = min(x1, cx0 + s), min(y1, cy0 + s)
-                    if ix1 > ix0 and iy1 > iy0:
-                        part = mask[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0]
-                        kept = part & _cells_under(
-                            cells[i], cell, iy0 - cy0, iy1 - cy0, ix0 - cx0, ix1 - cx0
-                        )
-                        if kept.shape == mask.shape:  # the whole box lies in the crop
-                            if kept.any():
-                                mask = kept
-                        elif kept.any():
-                            mask = mask.copy()
-                            mask[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = kept
             pred = preds[i]
-            found.append(
-                Localised(
-                    cls=pred.cls,
-                    band=pred.band,
-                    confidence=pred.confidence,
-                    probabilities=pred.probabilities,
-                    mask=mask,
-                    x0=x0,
-                    y0=y0,
-                    crop=crops[i],
-                )
+            d = Localised(
+                pred.cls, pred.band, pred.confidence, pred.probabilities, None, x0, y0, crops[i]
             )
-        return crops, _merge_overlapping(found)
+            found.append(d)
+            if cand.source == "streak":
+                d.mask = np.ones((y1 - y0, x1 - x0), np.uint8)
+                _measure(d)
+                continue
+            mask = fine[y0:y1, x0:x1]
+            if cand.source == "coarse":
+                blocks = coarse[y0 // 4 : (y1 + 3) // 4, x0 // 4 : (x1 + 3) // 4]
+                mask = (
+                    blocks.repeat(4, 0)
+                    .repeat(4, 1)[y0 % 4 : y0 % 4 + (y1 - y0), x0 % 4 : x0 % 4 + (x1 - x0)]
+                    .view(np.uint8)
+                )
+                if not mask.any():
+                    mask = np.ones((y1 - y0, x1 - x0), np.uint8)
+            d.mask = mask
+            # A component within a few map cells gains nothing from 8-px cells.
+            if marked[i] and (x1 - x0 > _MAP_REFINE_PX or y1 - y0 > _MAP_REFINE_PX):
+                cx0, cy0 = ox[i], oy[i]
+                ix0, iy0 = max(x0, cx0), max(y0, cy0)
+                ix1, iy1 = min(x1, cx0 + s), min(y1, cy0 + s)
+                if ix1 > ix0 and iy1 > iy0:
+                    refine.append((d, i, iy0, iy1, ix0, ix1))
+                    continue
+            _measure(d)
+        if refine:
+            # The cells each map marks (> 0.5), grown by one cell (3 x 3).
+            sub = hit[[r[1] for r in refine]]
+            grown = sub.copy()
+            grown[:, 1:] |= sub[:, :-1]
+            grown[:, :-1] |= sub[:, 1:]
+            cells = grown.copy()
+            cells[:, :, 1:] |= grown[:, :, :-1]
+            cells[:, :, :-1] |= grown[:, :, 1:]
+            cells = cells.view(np.uint8)
+            mh, mw = cells.shape[1:]
+            # Crop pixels per map cell when the map tiles the crop by a power of two (then a
+            # repeat is exactly what cv2.resize with INTER_NEAREST gives), else None.
+            cell = s // mh if mh == mw and s % mh == 0 and (s // mh) & (s // mh - 1) == 0 else None
+            across = _cells_across(cells, cell) if cell in _CELL_BYTES else None
+            for j, (d, i, iy0, iy1, ix0, ix1) in enumerate(refine):
+                cx0, cy0 = ox[i], oy[i]
+                x0, y0, mask = d.x0, d.y0, d.mask
+                part = mask[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0]
+                ry0, ry1, rx0, rx1 = iy0 - cy0, iy1 - cy0, ix0 - cx0, ix1 - cx0
+                if across is None:
+                    under = _cells_under(cells[j], cell, ry0, ry1, rx0, rx1)
+                else:
+                    under = _cells_under_across(across[j], cell, ry0, ry1, rx0, rx1)
+                kept = part & under
+                if kept.shape == mask.shape:  # the whole box lies in the crop
+                    moments = _moments(kept)
+                    if moments[0] > 0:  # any pixel kept
+                        d.mask = kept
+                        _set_measures(d, *moments)
+                        continue
+                elif kept.any():
+                    d.mask = mask = mask.copy()
+                    mask[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = kept
+                _measure(d)
+        return crops, _merge_overlapping(found, measured=True)
 
     def _inspect(
         self, frame: Frame, hdr: FrameHeader, start: int, result: ScreenResult, started: float
