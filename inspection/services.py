@@ -520,8 +520,7 @@ def inspection_record(
     acquired = datetime.fromisoformat(payload["acquired_at"])
     if acquired > timezone.now() + CLOCK_SKEW:
         raise InvalidInput(
-            f"Frame acquired at {payload['acquired_at']}, in the future: check the camera "
-            "clock.",
+            f"Frame acquired at {payload['acquired_at']}, in the future: check the camera clock.",
             field="payload.acquired_at",
         )
     stop = payload.get("stop")

@@ -80,6 +80,8 @@ MODEL_COMMANDS = {
 METRIC_SETS = {
     "in_distribution": "In distribution (test set)",
     "heldout_shifted": "Held out, shifted rendering (noise, lighting, contrast, focus)",
+    "validation_shifted": "Shifted validation (models compared on it)",
+    "validation": "Validation (thresholds calibrated on it)",
 }
 
 

@@ -1,6 +1,6 @@
 """Train, calibrate, export and check the electrode-surface inspection model.
 
-    python scripts/train_vision_model.py --out inspection/model_files --version 1.0.0
+    python scripts/train_vision_model.py --out inspection/model_files --version 1.1.0
 
 Renders its own data with ``inspection.synthetic`` (nothing is downloaded), trains a small
 two-head CNN with torch (8 class logits and a coarse defect map), exports one ONNX graph
@@ -19,12 +19,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import multiprocessing
 import platform
 import shutil
 import sys
 import tempfile
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -46,7 +48,6 @@ from inspection.synthetic import (  # noqa: E402
     SUBSTRATES,
     Dataset,
     RenderParams,
-    dataset,
     patch,
 )
 from inspection.vision.model import (  # noqa: E402
@@ -104,18 +105,22 @@ CALIBRATION_SETS = {
 # --------------------------------------------------------------------------- data
 
 
-def jittered_params(rng: np.random.Generator, base: RenderParams) -> RenderParams:
+def jittered_params(
+    rng: np.random.Generator, base: RenderParams, reach: float = 1.0
+) -> RenderParams:
     """A rendering between ``base`` and ``base.shifted()``, leaning towards the shifted end.
 
     One shared position t0 (density rising towards the shifted set) plus a small independent
     wobble per parameter, and a camera (fixed pattern, illumination tilt) drawn from seeds
-    5000-5999: neither the base camera nor the held-out one.
+    5000-5999: neither the base camera nor the held-out one. ``reach`` > 1 carries the
+    positions beyond the shifted set along the same line (t up to ``reach``), so the shifted
+    rendering lies inside the training range instead of at its end.
     """
     shifted = base.shifted()
-    t0 = float(rng.uniform(0.0, 1.0) ** (1.0 / 3.0))
+    t0 = float(rng.uniform(0.0, 1.0) ** (1.0 / 3.0)) * reach
 
     def lerp(a: float, b: float) -> float:
-        t = float(np.clip(t0 + rng.normal(0.0, 0.15), 0.0, 1.0))
+        t = float(np.clip(t0 + rng.normal(0.0, 0.15), 0.0, reach))
         return a + t * (b - a)
 
     return replace(
@@ -134,33 +139,103 @@ def jittered_params(rng: np.random.Generator, base: RenderParams) -> RenderParam
     )
 
 
-def jittered_dataset(n_per_class: int, seed: int, base: RenderParams) -> Dataset:
-    """Like ``synthetic.dataset`` but every patch gets its own :func:`jittered_params`."""
+#: Seed-sequence keys of the two kinds of set: ``synthetic.dataset``'s and the jittered one's.
+_SET_KEYS = {"plain": 0x5EED, "jitter": 0x1177}
+
+
+def _render_part(
+    kind: str,
+    n_per_class: int,
+    seed: int,
+    params: RenderParams,
+    reach: float,
+    start: int,
+    stop: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Samples ``start`` to ``stop - 1`` of a set, exactly as rendering the whole set gives
+    them: every sample has its own child seed of ``[seed, key]``, so any split of the range
+    renders the same crops. ``plain``: ``synthetic.dataset``'s order, seeds and ``params``;
+    ``jitter``: each sample first draws its own :func:`jittered_params` around ``params``."""
     jobs = [(c, s) for s in SUBSTRATES for c in CLASSES for _ in range(n_per_class)]
-    seeds = np.random.SeedSequence([seed, 0x1177]).spawn(len(jobs))
-    n = len(jobs)
+    seeds = np.random.SeedSequence([seed, _SET_KEYS[kind]]).spawn(len(jobs))
+    n = stop - start
     images = np.zeros((n, INPUT_SIZE, INPUT_SIZE), np.uint8)
     masks = np.zeros((n, INPUT_SIZE, INPUT_SIZE), bool)
     labels = np.zeros(n, np.int64)
     subs = np.zeros(n, np.int64)
-    for i, ((cls, sub), ss) in enumerate(zip(jobs, seeds, strict=True)):
-        param_ss, patch_ss = ss.spawn(2)
-        params = jittered_params(np.random.default_rng(param_ss), base)
-        sample = patch(cls, sub, np.random.default_rng(patch_ss), params, INPUT_SIZE)
-        images[i], masks[i] = sample.image, sample.mask
-        labels[i], subs[i] = CLASSES.index(cls), SUBSTRATES.index(sub)
-    return Dataset(images, masks, labels, subs, base, seed)
+    for i in range(start, stop):
+        (cls, sub), ss = jobs[i], seeds[i]
+        if kind == "jitter":
+            param_ss, patch_ss = ss.spawn(2)
+            sample_params = jittered_params(np.random.default_rng(param_ss), params, reach)
+            rng = np.random.default_rng(patch_ss)
+        else:
+            sample_params, rng = params, np.random.default_rng(ss)
+        sample = patch(cls, sub, rng, sample_params, INPUT_SIZE)
+        j = i - start
+        images[j], masks[j] = sample.image, sample.mask
+        labels[j], subs[j] = CLASSES.index(cls), SUBSTRATES.index(sub)
+    return images, masks, labels, subs
 
 
-def mixed_set(n_per_class: int, fraction: float, seed_base: int, seed_jitter: int, base):
+def render_set(
+    kind: str,
+    n_per_class: int,
+    seed: int,
+    params: RenderParams,
+    reach: float = 1.0,
+    workers: int = 1,
+) -> Dataset:
+    """A whole set (see :func:`_render_part`), rendered by ``workers`` processes: the same
+    crops whatever the number."""
+    n = n_per_class * len(SUBSTRATES) * len(CLASSES)
+    if workers <= 1 or n < 1000:
+        parts = [_render_part(kind, n_per_class, seed, params, reach, 0, n)]
+    else:
+        bounds = np.linspace(0, n, 4 * workers + 1).astype(int).tolist()
+        k = len(bounds) - 1
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            parts = list(
+                pool.map(
+                    _render_part,
+                    [kind] * k,
+                    [n_per_class] * k,
+                    [seed] * k,
+                    [params] * k,
+                    [reach] * k,
+                    bounds[:-1],
+                    bounds[1:],
+                )
+            )
+    images, masks, labels, subs = (np.concatenate(a) for a in zip(*parts, strict=True))
+    return Dataset(images, masks, labels, subs, params, seed)
+
+
+def jittered_dataset(
+    n_per_class: int, seed: int, base: RenderParams, reach: float = 1.0, workers: int = 1
+) -> Dataset:
+    """Like ``synthetic.dataset`` but every patch gets its own :func:`jittered_params`."""
+    return render_set("jitter", n_per_class, seed, base, reach, workers)
+
+
+def mixed_set(
+    n_per_class: int,
+    fraction: float,
+    seed_base: int,
+    seed_jitter: int,
+    base,
+    reach: float = 1.0,
+    workers: int = 1,
+):
     """``n_per_class`` per class and substrate: a share rendered with base params, the rest
     with jittered params. Returns images, masks, labels, substrates."""
     n_jitter = round(n_per_class * fraction)
     parts = []
     if n_per_class - n_jitter:
-        parts.append(dataset(n_per_class - n_jitter, seed=seed_base, params=base))
+        parts.append(render_set("plain", n_per_class - n_jitter, seed_base, base, workers=workers))
     if n_jitter:
-        parts.append(jittered_dataset(n_jitter, seed_jitter, base))
+        parts.append(jittered_dataset(n_jitter, seed_jitter, base, reach, workers))
     return (
         np.concatenate([p.images for p in parts]),
         np.concatenate([p.masks for p in parts]),
@@ -590,13 +665,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="directory to write the files to")
     ap.add_argument("--version", required=True, help="model version, e.g. 1.0.0")
-    ap.add_argument("--train", type=int, default=900, help="training crops per class/substrate")
+    ap.add_argument("--train", type=int, default=5400, help="training crops per class/substrate")
     ap.add_argument("--val", type=int, default=250, help="validation crops per class/substrate")
     ap.add_argument("--test", type=int, default=200, help="test crops per class/substrate")
     ap.add_argument(
         "--val-shifted",
         type=int,
-        default=200,
+        default=250,
         help="shifted-rendering validation crops per class/substrate (its own seed)",
     )
     ap.add_argument(
@@ -626,16 +701,37 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="length of the along-web block after the 64, 32 and 16 px stages (0: none)",
     )
     ap.add_argument(
+        "--widths",
+        type=int,
+        nargs=5,
+        default=(16, 32, 48, 64, 96),
+        metavar=("W64", "W32", "W16", "W8", "W4"),
+        help="channels of the five stride-2 convolutions",
+    )
+    ap.add_argument(
         "--highpass-mode",
         choices=HIGHPASS_MODES,
         default="single",
         help="the residual in one input channel with the level, or beside the crop",
     )
     ap.add_argument("--seed", type=int, default=1000)
-    ap.add_argument("--epochs", type=int, default=24)
+    ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=4e-3)
     ap.add_argument("--jitter-fraction", type=float, default=0.85)
+    ap.add_argument(
+        "--jitter-reach",
+        type=float,
+        default=1.25,
+        help="how far the jittered renderings go along the base->shifted line (1: up to the "
+        "shifted set; 1.25: a quarter beyond it)",
+    )
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="processes that render the data (the crops are the same for any number)",
+    )
     ap.add_argument(
         "--threads",
         type=int,
@@ -665,15 +761,29 @@ def main(argv=None) -> int:
     shifted = base.shifted()
     log("rendering training and validation sets")
     x_tr, m_tr, y_tr, _ = mixed_set(
-        args.train, args.jitter_fraction, seeds["train"], seeds["train_jitter"], base
+        args.train,
+        args.jitter_fraction,
+        seeds["train"],
+        seeds["train_jitter"],
+        base,
+        args.jitter_reach,
+        args.workers,
     )
     x_va, _, y_va, _ = mixed_set(
-        args.val, args.jitter_fraction, seeds["val"], seeds["val_jitter"], base
+        args.val,
+        args.jitter_fraction,
+        seeds["val"],
+        seeds["val_jitter"],
+        base,
+        args.jitter_reach,
+        args.workers,
     )
-    val_shifted = dataset(args.val_shifted, seed=seeds["val_shifted"], params=shifted)
+    val_shifted = render_set(
+        "plain", args.val_shifted, seeds["val_shifted"], shifted, workers=args.workers
+    )
     log("rendering test (base) and held-out (shifted) sets")
-    test = dataset(args.test, seed=seeds["test"], params=base)
-    held = dataset(args.test, seed=seeds["heldout"], params=shifted)
+    test = render_set("plain", args.test, seeds["test"], base, workers=args.workers)
+    held = render_set("plain", args.test, seeds["heldout"], shifted, workers=args.workers)
     data_hash = hashlib.sha256()
     for arr in (x_tr, m_tr, y_tr):
         data_hash.update(np.ascontiguousarray(arr).tobytes())
@@ -682,6 +792,7 @@ def main(argv=None) -> int:
     log("data: train {}, val {}, shifted val {}, test {}, held-out {}".format(*sizes))
 
     model = SurfaceNet(
+        widths=tuple(args.widths),
         along_web=tuple(args.along_web),
         highpass=args.highpass,
         noise_norm=args.noise_norm,
@@ -821,6 +932,7 @@ def main(argv=None) -> int:
                 "render_params": {"base": base.as_dict(), "heldout": shifted.as_dict()},
                 "jitter": {
                     "fraction": args.jitter_fraction,
+                    "reach": args.jitter_reach,
                     "between": "base and shifted, per-patch, camera seeds 5000-5999",
                 },
                 "seeds": {"seed": args.seed, **seeds},

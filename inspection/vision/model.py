@@ -29,7 +29,7 @@ import numpy as np
 import onnxruntime as ort
 
 DEFAULT_MODEL_NAME = "electrode-surface"
-DEFAULT_MODEL_VERSION = "1.0.0"
+DEFAULT_MODEL_VERSION = "1.1.0"
 MODEL_FILES_DIR = Path(__file__).resolve().parents[1] / "model_files"
 
 OK_CLASS = "ok"

@@ -63,16 +63,16 @@ def _probs(p_ok: float, **defects: float) -> np.ndarray:
 
 
 def test_default_paths_are_the_committed_files():
-    assert MANIFEST.name == "electrode-surface-1.0.0.manifest.json"
-    assert ONNX.name == "electrode-surface-1.0.0.onnx"
-    assert GOLDEN.name == "electrode-surface-1.0.0.golden.npz"
+    assert MANIFEST.name == "electrode-surface-1.1.0.manifest.json"
+    assert ONNX.name == "electrode-surface-1.1.0.onnx"
+    assert GOLDEN.name == "electrode-surface-1.1.0.golden.npz"
     assert MANIFEST.parent == ONNX.parent == GOLDEN.parent
     assert MANIFEST.parent.name == "model_files"
 
 
 def test_committed_model_loads(model, manifest):
     assert model.name == "electrode-surface"
-    assert model.version == "1.0.0"
+    assert model.version == "1.1.0"
     assert model.classes == CLASSES
     assert model.input_size == 128
     assert model.map_size == (16, 16)
@@ -452,7 +452,7 @@ def test_manifest_metrics_agree_with_the_confusion_matrix(manifest, split):
         pytest.param(
             "heldout_shifted",
             marks=pytest.mark.xfail(
-                strict=True, reason="1.0.0 misses the targets on the shifted rendering"
+                strict=True, reason="1.1.0 misses the targets on the shifted rendering"
             ),
         ),
     ],
@@ -466,18 +466,21 @@ def test_manifest_metrics_meet_the_targets(manifest, split):
 
 
 def test_heldout_metrics_do_not_fall_below_the_committed_model(manifest):
-    """A retrained model must be at least about as good as 1.0.0 on the shifted set."""
+    """A retrained model must be at least about as good as 1.1.0 on the shifted set (1.1.0:
+    accuracy 0.936, macro F1 0.939, escapes 7.0 %, false alarms 1.0 %; 1.0.0 had 0.917,
+    0.922, 8.9 % and 1.0 %)."""
     m = manifest["metrics"]["heldout_shifted"]
-    assert m["accuracy"] >= 0.91
-    assert m["macro_f1"] >= 0.915
-    assert m["escape_rate"] <= 0.09
-    assert m["false_alarm_rate"] <= 0.015
+    assert m["accuracy"] >= 0.93
+    assert m["macro_f1"] >= 0.93
+    assert m["escape_rate"] <= 0.075
+    assert m["false_alarm_rate"] <= 0.0125
 
 
 def test_manifest_records_provenance(manifest):
     training = manifest["training"]
     seeds = training["seeds"]
-    assert seeds["heldout"] not in {seeds["train"], seeds["train_jitter"], seeds["val"]}
+    trained_or_calibrated = ("train", "train_jitter", "val", "val_jitter", "val_shifted")
+    assert seeds["heldout"] not in {seeds[k] for k in trained_or_calibrated}
     assert training["generator_version"] == "1.0.0"
     assert training["torch_version"].startswith("2.13.0")
     heldout = json.loads(json.dumps(RenderParams().shifted().as_dict()))

@@ -78,7 +78,7 @@ def test_registering_checks_the_file_and_runs_the_golden_set(quality):
 
 
 def test_a_corrupted_file_is_refused_and_leaves_nothing(quality, vision_model, tmp_path):
-    manifest, onnx, golden = copy_model(tmp_path, version="1.0.1", tamper=True)
+    manifest, onnx, golden = copy_model(tmp_path, version="1.1.1", tamper=True)
 
     with pytest.raises(InvalidInput) as exc:
         services.model_register(
@@ -89,11 +89,11 @@ def test_a_corrupted_file_is_refused_and_leaves_nothing(quality, vision_model, t
     assert list(InspectionModel.objects.values_list("version", "state")) == [
         (vision_model.version, ModelState.ACTIVE)
     ]
-    assert not (settings.QMS_MODEL_STORE / vision_model.name / "1.0.1").exists()
+    assert not (settings.QMS_MODEL_STORE / vision_model.name / "1.1.1").exists()
 
 
 def test_a_golden_set_that_does_not_reproduce_is_refused(quality, tmp_path):
-    manifest, onnx, golden = copy_model(tmp_path, version="1.0.2", golden_shift=0.05)
+    manifest, onnx, golden = copy_model(tmp_path, version="1.1.2", golden_shift=0.05)
 
     with pytest.raises(InvalidInput) as exc:
         services.model_register(
@@ -133,7 +133,7 @@ def test_activating_a_new_version_retires_the_old_one_and_moves_the_cameras(
     quality, camera, tmp_path
 ):
     old = camera.model
-    manifest, onnx, golden = copy_model(tmp_path, version="1.1.0")
+    manifest, onnx, golden = copy_model(tmp_path, version="1.2.0")
     new = services.model_register(
         manifest_path=manifest, onnx_path=onnx, golden_path=golden, actor=quality
     )
@@ -155,7 +155,7 @@ def test_activating_a_new_version_retires_the_old_one_and_moves_the_cameras(
 
 
 def test_a_stored_file_corrupted_later_is_not_activated(quality, camera, tmp_path):
-    manifest, onnx, golden = copy_model(tmp_path, version="1.2.0")
+    manifest, onnx, golden = copy_model(tmp_path, version="1.3.0")
     new = services.model_register(
         manifest_path=manifest, onnx_path=onnx, golden_path=golden, actor=quality
     )

@@ -253,14 +253,14 @@ def test_a_shadow_model_disagreement_is_kept_for_review(send, camera, thread):
         camera.model,
         start_m=1512.49,
         defects=[defect(md_m=1512.5, cls="particle")],
-        shadow={"version": "1.1.0-rc1", "verdict": "ok", "classes": []},
+        shadow={"version": "1.2.0-rc1", "verdict": "ok", "classes": []},
     )
     send(envelope(body, coil=MOTHER, message_id="cam-c1:000008"))
     agree = payload(
         camera.model,
         start_m=1400.0,
         frame_id=2,
-        shadow={"version": "1.1.0-rc1", "verdict": "ok", "classes": []},
+        shadow={"version": "1.2.0-rc1", "verdict": "ok", "classes": []},
     )
     send(envelope(agree, coil=MOTHER, message_id="cam-c1:000009"))
 

@@ -459,8 +459,11 @@ def test_stage2_of_frames_dense_with_defects_matches_the_original(model, substra
     # When / then
     n = assert_same_stage2(new.stage2(image, result), ref.stage2(image, result))
     assert n >= 8
-    needed = {"flat", "source:fine", "small", "large", "refined", "ok_crop"}
-    assert needed | ({"offset"} if shifted else set()) <= taken_since(before)
+    needed = {"flat", "source:fine", "small", "large", "refined"}
+    # On the base rendering stage 1 also proposes marks the model calls ok; on the shifted
+    # frames every candidate is one of the fourteen defects (the dark offset is there).
+    needed |= {"offset"} if shifted else {"ok_crop"}
+    assert needed <= taken_since(before)
 
 
 def test_stage2_with_batches_that_split_a_frame_and_no_flat_field(model):

@@ -188,12 +188,12 @@ def auditor(db):
 
 @pytest.fixture
 def candidate(vision_model, quality, tmp_path):
-    """The committed model's files registered again as 1.0.1-rc1: validated, not approved."""
+    """The committed model's files registered again as 1.1.1-rc1: validated, not approved."""
     from inspection.vision.model import default_model_paths
 
     manifest, onnx, golden = default_model_paths()
     spec = json.loads(manifest.read_text(encoding="utf-8"))
-    spec["version"] = "1.0.1-rc1"
+    spec["version"] = "1.1.1-rc1"
     folder = tmp_path / "candidate"
     folder.mkdir()
     (folder / "manifest.json").write_text(json.dumps(spec), encoding="utf-8")
@@ -228,7 +228,7 @@ def test_overview_shows_cameras_open_flags_results_queue_and_pareto(client, scen
     assert '<a href="/inspection/" aria-current="page">Inspection</a>' in page
     cameras = text(section(page, "cameras"))
     assert "gf1/l1-pri/coat-c cam-c1 Electrode coating (reflected bright-field)" in cameras
-    assert "electrode-surface 1.0.0 Active" in cameras
+    assert "electrode-surface 1.1.0 Active" in cameras
     flags = section(page, "open-flags")
     # The particle's hold, the scratch's review and the gap's hold; the pinhole raised none.
     rows = re.findall(r'data-flag="(\d+)" data-kind="(\w+)" data-action="(\w+)"', flags)
@@ -439,7 +439,7 @@ def test_the_result_page_lists_defects_model_flags_and_the_cells_they_reach(clie
     page = client.get(f"/inspection/results/{result.pk}/").content.decode()
 
     assert text(section(page, "model")) == (
-        f"electrode-surface 1.0.0, threshold set {model.threshold_set} Active"
+        f"electrode-surface 1.1.0, threshold set {model.threshold_set} Active"
     )
     assert text(section(page, "metres")) == "1511.990 to 1512.010 m"
     assert f'href="/inspection/coils/{MOTHER}/" data-testid="coil-link"' in page
@@ -794,8 +794,8 @@ def test_the_registry_shows_figures_golden_result_and_who_did_what(
 
     cards = re.findall(r'data-model="(\d+)" data-version="([^"]+)" data-state="(\w+)"', page)
     assert cards == [
-        (str(candidate.pk), "1.0.1-rc1", "validated"),
-        (str(vision_model.pk), "1.0.0", "active"),
+        (str(candidate.pk), "1.1.1-rc1", "validated"),
+        (str(vision_model.pk), "1.1.0", "active"),
     ]
     active = page[page.index(f'id="model-{vision_model.pk}"') :]
     assert text(section(active, "sha256")) == vision_model.sha256
@@ -820,8 +820,11 @@ def test_the_registry_shows_figures_golden_result_and_who_did_what(
     ]
     assert re.findall(r'data-action="(\w+)"', cand) == ["approve", "retire"]
     assert re.findall(r'data-action="(\w+)"', active) == ["retire"]
+    # One confusion matrix per set the manifest measured (test, held-out, both validations).
     cm = vision_model.metrics["in_distribution"]["confusion_matrix"]
-    assert active.count('class="diag"') == 2 * len(cm)
+    assert len(vision_model.metrics) == 4
+    assert active.count('class="diag"') == len(vision_model.metrics) * len(cm)
+    assert '<tr data-set="validation_shifted">' in active
 
 
 def test_the_auditor_reads_the_registry_without_forms(client, vision_model, candidate, auditor):
@@ -851,7 +854,7 @@ def test_a_quality_engineer_approves_then_activates_a_candidate(
 
     response = client.post(
         f"/inspection/models/{candidate.pk}/activate/",
-        {f"model-{candidate.pk}-reason": "Replaces 1.0.0 on coat-c"},
+        {f"model-{candidate.pk}-reason": "Replaces 1.1.0 on coat-c"},
         headers=HTMX,
     )
 
@@ -859,8 +862,8 @@ def test_a_quality_engineer_approves_then_activates_a_candidate(
     fragment = response.content.decode()
     assert 'id="registry"' in fragment and "<html" not in fragment
     assert re.findall(r'data-version="([^"]+)" data-state="(\w+)"', fragment) == [
-        ("1.0.1-rc1", "active"),
-        ("1.0.0", "retired"),
+        ("1.1.1-rc1", "active"),
+        ("1.1.0", "retired"),
     ]
     camera.refresh_from_db()
     assert camera.model == candidate
@@ -918,7 +921,7 @@ def test_retiring_the_model_a_camera_runs_is_refused_with_the_services_message(
 
     assert response.status_code == 409
     assert text(section(response.content.decode(), "model-error")) == (
-        "state: electrode-surface 1.0.0 runs on 1 camera(s); activate its replacement."
+        "state: electrode-surface 1.1.0 runs on 1 camera(s); activate its replacement."
     )
     vision_model.refresh_from_db()
     assert vision_model.state == ModelState.ACTIVE
