@@ -479,8 +479,8 @@ def test_heldout_metrics_do_not_fall_below_the_committed_model(manifest):
 def test_manifest_records_provenance(manifest):
     training = manifest["training"]
     seeds = training["seeds"]
-    trained_or_calibrated = ("train", "train_jitter", "val", "val_jitter", "val_shifted")
-    assert seeds["heldout"] not in {seeds[k] for k in trained_or_calibrated}
+    used_before_reporting = ("train", "train_jitter", "val", "val_jitter", "val_shifted")
+    assert seeds["heldout"] not in {seeds[k] for k in used_before_reporting}
     assert training["generator_version"] == "1.0.0"
     assert training["torch_version"].startswith("2.13.0")
     heldout = json.loads(json.dumps(RenderParams().shifted().as_dict()))
