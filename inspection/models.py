@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import F, Q
 from simple_history.models import HistoricalRecords
@@ -108,6 +109,10 @@ class InspectionModel(models.Model):
         return self._path(self.golden_name) if self.golden_name else None
 
 
+#: Frames are at least this many pixels wide and high: the model reads 128 x 128 crops.
+MIN_FRAME_PX = 128
+
+
 class InspectionStation(models.Model):
     """A line-scan camera over one lane at a station (e.g. the cathode coater after the
     dryer), with its optics, encoder, fail-safe budget, commissioning band, defect rules,
@@ -118,8 +123,14 @@ class InspectionStation(models.Model):
     camera = models.SlugField(max_length=64)
     substrate = models.CharField(max_length=16, choices=Substrate.choices)
     pixel_pitch_um = models.FloatField(default=20.0, help_text="Across and along the web, µm/px.")
-    frame_width_px = models.PositiveIntegerField(default=4096)
-    frame_height_px = models.PositiveIntegerField(default=1024, help_text="Scan lines per frame.")
+    frame_width_px = models.PositiveIntegerField(
+        default=4096, validators=[MinValueValidator(MIN_FRAME_PX)]
+    )
+    frame_height_px = models.PositiveIntegerField(
+        default=1024,
+        validators=[MinValueValidator(MIN_FRAME_PX)],
+        help_text="Scan lines per frame.",
+    )
     lane_width_mm = models.FloatField(default=300.0)
     lane_offset_mm = models.FloatField(
         default=0.0, help_text="Cross-direction position of column 0 from the lane edge, mm."

@@ -119,8 +119,12 @@ class WorkerConfig:
         for name in ("pixel_pitch_um", "encoder_counts_per_m", "lane_width_mm"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
-        if self.frame_width_px < CROP_PX or self.frame_height_px < 16:
-            raise ValueError(f"frames must be at least {CROP_PX} px wide and 16 rows high")
+        if self.frame_width_px < CROP_PX or self.frame_height_px < CROP_PX:
+            raise ValueError(
+                f"frames must be at least {CROP_PX} px wide and {CROP_PX} rows high: stage 2 "
+                f"cuts {CROP_PX} x {CROP_PX} crops (got {self.frame_width_px} x "
+                f"{self.frame_height_px})"
+            )
         if self.batch_size < 1 or self.max_gap_m < 0 or self.latency_budget_ms <= 0:
             raise ValueError("batch_size >= 1, max_gap_m >= 0, latency_budget_ms > 0")
 

@@ -31,6 +31,7 @@ from inspection.vision.pipeline import (
     read_frame,
 )
 from inspection.vision.rules import parse
+from inspection.vision.screen import screen
 
 W, H = 1024, 512
 COUNTS = 1024  # encoder counts per frame: 512 rows x 20 µm x 100,000 counts/m
@@ -654,3 +655,33 @@ def test_a_pipeline_needs_a_model_or_the_reason_it_has_none():
             stop=lambda r: None,
             reject=lambda *a: None,
         )
+
+
+@pytest.mark.parametrize(("width", "height"), [(4096, 64), (64, 1024), (4096, 127)])
+def test_a_camera_whose_frames_are_smaller_than_a_crop_is_refused_at_configuration(width, height):
+    # Stage 2 cuts 128 x 128 crops: a frame of fewer rows or columns cannot be inspected, so
+    # the worker refuses the configuration instead of failing on the first candidate.
+    with pytest.raises(ValueError) as exc:
+        make_config(frame_width_px=width, frame_height_px=height)
+    assert "at least 128 px wide and 128 rows high" in str(exc.value)
+    assert f"got {width} x {height}" in str(exc.value)
+
+
+def test_a_frame_of_exactly_one_crop_is_inspected(model):
+    # Given: a camera of 128 x 128 frames, the smallest stage 2 can crop, and a void in one.
+    config = make_config(frame_width_px=128, frame_height_px=128, lane_width_mm=2.56)
+    image, _ = frame(128, 128, seed=11, defects=[("void", 64, 64)], substrate="coating")
+    pipe = Pipeline(
+        config,
+        model=model,
+        identity=ModelIdentity(model.name, model.version, model.sha256),
+        emit=lambda env: None,
+        stop=lambda r: None,
+        reject=lambda *a: None,
+    )
+    # When
+    crops, found = pipe.stage2(image, screen(image, flat=pipe.flat))
+    # Then: every candidate's crop is the whole frame, and the void is found in it.
+    assert len(crops) >= 1 and crops.shape[1:] == (128, 128)
+    assert all(np.array_equal(c, image) for c in crops)
+    assert "void" in [d.cls for d in found]

@@ -17,6 +17,7 @@ from io import StringIO
 import cv2
 import pytest
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.db import connection
 from jsonschema import Draft202012Validator, FormatChecker
@@ -374,3 +375,15 @@ def test_mqtt_source_end_to_end(small_camera):
     (dead,) = DeadLetter.objects.filter(transport="vision")
     assert (bytes(dead.raw), dead.field) == (b"\x00\x00", "framing")
     assert dead.origin.startswith("vision-worker:coat-c/cam-c1")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("field", ["frame_width_px", "frame_height_px"])
+def test_a_camera_with_frames_smaller_than_a_crop_does_not_validate(camera, field):
+    # The model reads 128 x 128 crops: the camera form (admin) refuses smaller frames, naming
+    # the field, so no worker is started on a camera it could not inspect.
+    setattr(camera, field, 64)
+    with pytest.raises(ValidationError) as exc:
+        camera.full_clean()
+    assert list(exc.value.message_dict) == [field]
+    assert "greater than or equal to 128" in exc.value.message_dict[field][0]
