@@ -569,18 +569,36 @@ def dataset(
 ) -> Dataset:
     """``n_per_class`` patches of every class on every substrate; sample i has its own stream."""
     params = params or RenderParams()
+    n = n_per_class * len(substrates) * len(CLASSES)
+    images, masks, labels, subs = dataset_slice(n_per_class, seed, params, 0, n, substrates, size)
+    return Dataset(images, masks, labels, subs, params, seed)
+
+
+def dataset_slice(
+    n_per_class: int,
+    seed: int,
+    params: RenderParams,
+    start: int,
+    stop: int,
+    substrates: tuple[str, ...] = SUBSTRATES,
+    size: int = 128,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Samples ``start`` to ``stop - 1`` of :func:`dataset` with the same arguments: images,
+    masks, labels and substrate indices. Every sample has its own child seed, so any split of
+    the range renders the same patches (a caller may render the parts in processes)."""
     jobs = [(c, s) for s in substrates for c in CLASSES for _ in range(n_per_class)]
     seeds = np.random.SeedSequence([seed, 0x5EED]).spawn(len(jobs))
-    n = len(jobs)
+    n = stop - start
     images = np.zeros((n, size, size), np.uint8)
     masks = np.zeros((n, size, size), bool)
     labels = np.zeros(n, np.int64)
     subs = np.zeros(n, np.int64)
-    for i, ((cls, sub), ss) in enumerate(zip(jobs, seeds, strict=True)):
+    for j, i in enumerate(range(start, stop)):
+        (cls, sub), ss = jobs[i], seeds[i]
         sample = patch(cls, sub, np.random.default_rng(ss), params, size)
-        images[i], masks[i] = sample.image, sample.mask
-        labels[i], subs[i] = CLASSES.index(cls), SUBSTRATES.index(sub)
-    return Dataset(images, masks, labels, subs, params, seed)
+        images[j], masks[j] = sample.image, sample.mask
+        labels[j], subs[j] = CLASSES.index(cls), SUBSTRATES.index(sub)
+    return images, masks, labels, subs
 
 
 def frame(

@@ -48,6 +48,7 @@ from inspection.synthetic import (  # noqa: E402
     SUBSTRATES,
     Dataset,
     RenderParams,
+    dataset_slice,
     patch,
 )
 from inspection.vision.model import (  # noqa: E402
@@ -139,10 +140,6 @@ def jittered_params(
     )
 
 
-#: Seed-sequence keys of the two kinds of set: ``synthetic.dataset``'s and the jittered one's.
-_SET_KEYS = {"plain": 0x5EED, "jitter": 0x1177}
-
-
 def _render_part(
     kind: str,
     n_per_class: int,
@@ -153,26 +150,23 @@ def _render_part(
     stop: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Samples ``start`` to ``stop - 1`` of a set, exactly as rendering the whole set gives
-    them: every sample has its own child seed of ``[seed, key]``, so any split of the range
-    renders the same crops. ``plain``: ``synthetic.dataset``'s order, seeds and ``params``;
-    ``jitter``: each sample first draws its own :func:`jittered_params` around ``params``."""
+    them. ``plain``: ``synthetic.dataset``'s (:func:`synthetic.dataset_slice`); ``jitter``:
+    every sample has its own child seed of ``[seed, 0x1177]``, split in two: one draws its
+    :func:`jittered_params` around ``params``, the other renders the patch."""
+    if kind == "plain":
+        return dataset_slice(n_per_class, seed, params, start, stop, size=INPUT_SIZE)
     jobs = [(c, s) for s in SUBSTRATES for c in CLASSES for _ in range(n_per_class)]
-    seeds = np.random.SeedSequence([seed, _SET_KEYS[kind]]).spawn(len(jobs))
+    seeds = np.random.SeedSequence([seed, 0x1177]).spawn(len(jobs))
     n = stop - start
     images = np.zeros((n, INPUT_SIZE, INPUT_SIZE), np.uint8)
     masks = np.zeros((n, INPUT_SIZE, INPUT_SIZE), bool)
     labels = np.zeros(n, np.int64)
     subs = np.zeros(n, np.int64)
-    for i in range(start, stop):
+    for j, i in enumerate(range(start, stop)):
         (cls, sub), ss = jobs[i], seeds[i]
-        if kind == "jitter":
-            param_ss, patch_ss = ss.spawn(2)
-            sample_params = jittered_params(np.random.default_rng(param_ss), params, reach)
-            rng = np.random.default_rng(patch_ss)
-        else:
-            sample_params, rng = params, np.random.default_rng(ss)
-        sample = patch(cls, sub, rng, sample_params, INPUT_SIZE)
-        j = i - start
+        param_ss, patch_ss = ss.spawn(2)
+        sample_params = jittered_params(np.random.default_rng(param_ss), params, reach)
+        sample = patch(cls, sub, np.random.default_rng(patch_ss), sample_params, INPUT_SIZE)
         images[j], masks[j] = sample.image, sample.mask
         labels[j], subs[j] = CLASSES.index(cls), SUBSTRATES.index(sub)
     return images, masks, labels, subs
@@ -212,13 +206,6 @@ def render_set(
     return Dataset(images, masks, labels, subs, params, seed)
 
 
-def jittered_dataset(
-    n_per_class: int, seed: int, base: RenderParams, reach: float = 1.0, workers: int = 1
-) -> Dataset:
-    """Like ``synthetic.dataset`` but every patch gets its own :func:`jittered_params`."""
-    return render_set("jitter", n_per_class, seed, base, reach, workers)
-
-
 def mixed_set(
     n_per_class: int,
     fraction: float,
@@ -235,7 +222,7 @@ def mixed_set(
     if n_per_class - n_jitter:
         parts.append(render_set("plain", n_per_class - n_jitter, seed_base, base, workers=workers))
     if n_jitter:
-        parts.append(jittered_dataset(n_jitter, seed_jitter, base, reach, workers))
+        parts.append(render_set("jitter", n_jitter, seed_jitter, base, reach, workers))
     return (
         np.concatenate([p.images for p in parts]),
         np.concatenate([p.masks for p in parts]),

@@ -622,13 +622,10 @@ _ROW_SUMS_F32_PX = 256
 _POWERS_F32 = _POWERS[:_ROW_SUMS_F32_PX].astype(np.float32)
 
 
-def _merge_overlapping(found: list[Localised], *, measured: bool = False) -> list[Localised]:
+def _merge_overlapping(found: list[Localised]) -> list[Localised]:
     """Defects of one class whose boxes touch are one defect (a long scratch that stage 1
     saw as two components, a crack and its branch); the more confident call names it.
-    ``measured``: every defect was already given to :func:`_measure`."""
-    if not measured:
-        for d in found:
-            _measure(d)
+    Every defect comes measured (:func:`_measure`); a merged one is measured again."""
     merged = len(found) > 1
     while merged:
         merged = False
@@ -1262,7 +1259,7 @@ class Pipeline:
                     d.mask = mask = mask.copy()
                     mask[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = kept
                 _measure(d)
-        return crops, _merge_overlapping(found, measured=True)
+        return crops, _merge_overlapping(found)
 
     def _inspect(
         self, frame: Frame, hdr: FrameHeader, start: int, result: ScreenResult, started: float

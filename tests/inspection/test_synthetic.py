@@ -10,6 +10,7 @@ from inspection.synthetic import (
     SUBSTRATES,
     RenderParams,
     dataset,
+    dataset_slice,
     flat_field,
     frame,
     patch,
@@ -242,3 +243,18 @@ def test_frame_random_defects_and_value_range():
     assert len(defects) == 4
     assert all(d.cls in CLASSES and d.cls != "ok" for d in defects)
     assert 0 <= int(image.min()) < int(image.max()) <= 255
+
+
+def test_slices_of_a_dataset_render_the_same_patches_as_the_whole():
+    # The training script renders a set's parts in several processes: any split of the
+    # range must give exactly the patches of the whole set, in order.
+    params = RenderParams().shifted()
+    whole = dataset(3, seed=41, params=params)
+    n = len(whole.labels)
+    parts = [dataset_slice(3, 41, params, a, b) for a, b in ((0, 5), (5, 17), (17, n))]
+    images, masks, labels, subs = (np.concatenate(p) for p in zip(*parts, strict=True))
+    assert np.array_equal(images, whole.images)
+    assert np.array_equal(masks, whole.masks)
+    assert np.array_equal(labels, whole.labels)
+    assert np.array_equal(subs, whole.substrates)
+    assert masks[labels != 0].any(axis=(1, 2)).all()  # the defects were drawn
